@@ -1,0 +1,27 @@
+//! `Gateway`: PLACEHOLDER, to be written in full by its owner.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MeshStatus;
+use crate::validate::{Diagnostics, FieldPath, Validate, ValidationContext};
+
+/// The spec of a `Gateway`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "networking.istio.io",
+    version = "v1",
+    kind = "Gateway",
+    namespaced,
+    status = "MeshStatus",
+    derive = "PartialEq",
+    shortname = "gw",
+    category = "istio-io"
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySpec {}
+
+impl Validate for GatewaySpec {
+    fn validate(&self, _path: &FieldPath, _context: &ValidationContext, _diagnostics: &mut Diagnostics) {}
+}

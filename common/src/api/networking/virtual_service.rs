@@ -1,0 +1,27 @@
+//! `VirtualService`: PLACEHOLDER, to be written in full by its owner.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MeshStatus;
+use crate::validate::{Diagnostics, FieldPath, Validate, ValidationContext};
+
+/// The spec of a `VirtualService`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "networking.istio.io",
+    version = "v1",
+    kind = "VirtualService",
+    namespaced,
+    status = "MeshStatus",
+    derive = "PartialEq",
+    shortname = "vs",
+    category = "istio-io"
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualServiceSpec {}
+
+impl Validate for VirtualServiceSpec {
+    fn validate(&self, _path: &FieldPath, _context: &ValidationContext, _diagnostics: &mut Diagnostics) {}
+}

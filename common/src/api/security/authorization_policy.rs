@@ -1,0 +1,27 @@
+//! `AuthorizationPolicy`: PLACEHOLDER, to be written in full by its owner.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MeshStatus;
+use crate::validate::{Diagnostics, FieldPath, Validate, ValidationContext};
+
+/// The spec of a `AuthorizationPolicy`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "AuthorizationPolicy",
+    namespaced,
+    status = "MeshStatus",
+    derive = "PartialEq",
+    shortname = "ap",
+    category = "istio-io"
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {}
+
+impl Validate for AuthorizationPolicySpec {
+    fn validate(&self, _path: &FieldPath, _context: &ValidationContext, _diagnostics: &mut Diagnostics) {}
+}

@@ -1,0 +1,27 @@
+//! `PeerAuthentication`: PLACEHOLDER, to be written in full by its owner.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MeshStatus;
+use crate::validate::{Diagnostics, FieldPath, Validate, ValidationContext};
+
+/// The spec of a `PeerAuthentication`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "PeerAuthentication",
+    namespaced,
+    status = "MeshStatus",
+    derive = "PartialEq",
+    shortname = "pa",
+    category = "istio-io"
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PeerAuthenticationSpec {}
+
+impl Validate for PeerAuthenticationSpec {
+    fn validate(&self, _path: &FieldPath, _context: &ValidationContext, _diagnostics: &mut Diagnostics) {}
+}

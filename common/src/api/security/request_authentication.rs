@@ -1,0 +1,27 @@
+//! `RequestAuthentication`: PLACEHOLDER, to be written in full by its owner.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::MeshStatus;
+use crate::validate::{Diagnostics, FieldPath, Validate, ValidationContext};
+
+/// The spec of a `RequestAuthentication`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "RequestAuthentication",
+    namespaced,
+    status = "MeshStatus",
+    derive = "PartialEq",
+    shortname = "ra",
+    category = "istio-io"
+)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestAuthenticationSpec {}
+
+impl Validate for RequestAuthenticationSpec {
+    fn validate(&self, _path: &FieldPath, _context: &ValidationContext, _diagnostics: &mut Diagnostics) {}
+}

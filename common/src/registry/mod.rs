@@ -1,0 +1,1 @@
+//! Placeholder: the registry model, written by its owner.
