@@ -20,7 +20,7 @@ use crate::resource::Kind;
 
 /// Every CRD of the mesh, in [`Kind::ALL`] order, each serving all of its kind's versions.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    Kind::ALL.iter().map(|kind| with_all_versions(generated(*kind), kind.versions())).collect()
+    Kind::ALL.iter().map(|kind| structural(with_all_versions(generated(*kind), kind.versions()), *kind)).collect()
 }
 
 /// The CRDs as one multi-document YAML text, as `mesh-controller crds` prints and
@@ -46,6 +46,35 @@ fn generated(kind: Kind) -> CustomResourceDefinition {
         Kind::PeerAuthentication => PeerAuthentication::crd(),
         Kind::AuthorizationPolicy => AuthorizationPolicy::crd(),
         Kind::RequestAuthentication => RequestAuthentication::crd(),
+    }
+}
+
+/// Makes the schema acceptable to every Kubernetes release from 1.20 on and readable in
+/// `kubectl explain`: a structural schema may not say `additionalProperties: false` (unknown
+/// fields are pruned by the API server and refused by our own parsing instead), and the root
+/// gets a description naming the kind rather than the derive's boilerplate.
+fn structural(crd: CustomResourceDefinition, kind: Kind) -> CustomResourceDefinition {
+    let mut value = serde_json::to_value(&crd).expect("CRDs always serialize");
+    remove_closed_objects(&mut value);
+    for version in value["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        version["schema"]["openAPIV3Schema"]["description"] = serde_json::Value::String(format!(
+            "Istio's {kind} ({}), served by the mesh with Istio's schema and semantics.",
+            kind.group()
+        ));
+    }
+    serde_json::from_value(value).expect("the edited CRD keeps its shape")
+}
+
+fn remove_closed_objects(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                map.remove("additionalProperties");
+            }
+            map.values_mut().for_each(remove_closed_objects);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(remove_closed_objects),
+        _ => {}
     }
 }
 
@@ -79,6 +108,13 @@ mod tests {
             assert_eq!(stored, ["v1"], "{kind}");
             assert_eq!(crd.spec.group, kind.group());
         }
+    }
+
+    #[test]
+    fn schemas_are_structural_for_kubernetes_1_20() {
+        let text = to_yaml();
+        assert!(!text.contains("additionalProperties: false"));
+        assert!(!text.contains("Auto-generated derived type"));
     }
 
     #[test]
