@@ -150,7 +150,8 @@ impl Resource {
         if meta.name.as_deref().unwrap_or_default().is_empty() {
             diagnostics.error(&FieldPath::root("metadata").field("name"), "every resource needs a name");
         }
-        self.validate_spec(context, &mut diagnostics);
+        let context = ValidationContext { namespace: self.namespace().to_string(), ..context.clone() };
+        self.validate_spec(&context, &mut diagnostics);
         diagnostics
     }
 

@@ -54,7 +54,8 @@ mod tests {
         let decoded = ConfigUpdate::decode(update.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, update);
 
-        let ack = ProxyMessage { message: Some(proxy_message::Message::Ack(super::config::Ack { version: "7".into() })) };
+        let ack =
+            ProxyMessage { message: Some(proxy_message::Message::Ack(super::config::Ack { version: "7".into() })) };
         assert_eq!(ProxyMessage::decode(ack.encode_to_vec().as_slice()).unwrap(), ack);
     }
 }

@@ -1,17 +1,53 @@
-//! `mesh-proxy`: the sidecar and gateway data plane.
-//!
-//! The data path (capture, routing, resilience, mTLS) arrives with the "Sidecar proxy" issues;
-//! until then this binary only answers `--version` and `--help`, and says so.
+//! `mesh-proxy`: parse the command line, set up logging, hand over to the library.
 
+use anyhow::Context;
 use clap::Parser;
-
-/// The mesh's sidecar and gateway proxy.
-#[derive(Debug, Parser)]
-#[command(name = "mesh-proxy", version, about)]
-struct Cli {}
+use mesh_proxy::cli::{Cli, Command, InitArgs, RunArgs};
+use mesh_proxy::route::{ConnectionRouter, HttpOnAllPorts, Passthrough};
+use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
-    Cli::parse();
-    eprintln!("mesh-proxy: the data plane is not built yet (see ARCHITECTURE.md, \"Status\")");
-    std::process::ExitCode::FAILURE
+    let cli = Cli::parse();
+    mesh_proxy::logging::init(cli.log_format);
+    let result = match cli.command {
+        Some(Command::Init(args)) => init(&args),
+        Some(Command::Run(args)) => run(&args),
+        None => run(&cli.run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The error chain on one line, without a backtrace: these are operator-facing.
+            eprintln!("mesh-proxy: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let from_file = match &args.from_annotations {
+        Some(path) => mesh_proxy::init::settings_from_file(path)?,
+        None => Default::default(),
+    };
+    let opts = args.base_options().with_settings(&args.settings().or(from_file))?;
+    mesh_proxy::init::run(&opts, args.dry_run, &mut std::io::stdout())?;
+    Ok(())
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = args.config();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.concurrency)
+        .thread_name("mesh-proxy-worker")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let router: Arc<dyn ConnectionRouter> = match args.http_on_all_ports {
+        true => Arc::new(HttpOnAllPorts),
+        false => Arc::new(Passthrough),
+    };
+    runtime.block_on(mesh_proxy::proxy::run(cfg, router))?;
+    // Connections still open after the drain period are dropped with the runtime.
+    runtime.shutdown_background();
+    Ok(())
 }

@@ -94,7 +94,7 @@ impl fmt::Display for Duration {
             return f.write_str("0s");
         }
         for (size, unit) in units {
-            if nanos % size == 0 {
+            if nanos.is_multiple_of(size) {
                 return write!(f, "{}{unit}", nanos / size);
             }
         }

@@ -12,12 +12,15 @@ pub struct ValidationContext {
     pub subsets_by_host: Option<BTreeMap<String, BTreeSet<String>>>,
     /// The DNS suffix of cluster services, `cluster.local` unless configured otherwise.
     pub domain: String,
+    /// The namespace of the resource being validated, which short host names (`reviews`) are
+    /// resolved against. Set by [`crate::resource::Resource::validate`]; empty when unknown.
+    pub namespace: String,
 }
 
 impl ValidationContext {
     /// A context that knows nothing about other resources.
     pub fn standalone() -> Self {
-        Self { subsets_by_host: None, domain: crate::hosts::DEFAULT_DOMAIN.to_string() }
+        Self { subsets_by_host: None, domain: crate::hosts::DEFAULT_DOMAIN.to_string(), namespace: String::new() }
     }
 
     /// Whether a subset is known for `host` (fully qualified). `None` when nothing is known.

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::api::MeshStatus;
-use crate::validate::{FieldPath, Validate, ValidationContext, rules};
+use crate::validate::{Diagnostics, FieldPath, Validate, ValidationContext, rules};
 
 /// The spec of a `WorkloadEntry`, Istio's `networking.istio.io` `WorkloadEntry` message.
 #[derive(CustomResource, Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -53,29 +53,64 @@ pub struct WorkloadEntrySpec {
 }
 
 impl Validate for WorkloadEntrySpec {
-    fn validate(&self, path: &FieldPath, _context: &ValidationContext, diagnostics: &mut crate::validate::Diagnostics) {
+    fn validate(&self, path: &FieldPath, _context: &ValidationContext, diagnostics: &mut Diagnostics) {
+        let address_path = path.field("address");
         if self.address.is_empty() && self.network.is_empty() {
-            diagnostics
-                .error(&path.field("address"), "set an address (an IP or DNS name), or a network to reach it through");
+            diagnostics.error(&address_path, "set an address (an IP or DNS name), or a network to reach it through");
         }
-        if let Some(address) = self.address.strip_prefix("unix://") {
-            if address.is_empty() {
-                diagnostics.error(&path.field("address"), "a unix:// address needs a socket path");
+        if let Some(socket) = self.address.strip_prefix("unix://") {
+            if socket.is_empty() {
+                diagnostics
+                    .error(&address_path, "a unix:// address needs a socket path, such as unix:///var/run/app.sock");
+            }
+            if !self.ports.is_empty() {
+                diagnostics
+                    .error(&path.field("ports"), "a unix:// address has no ports; remove ports or use an IP address");
             }
         } else if !self.address.is_empty() && self.address.parse::<std::net::IpAddr>().is_err() {
-            rules::hostname(&self.address, false, &path.field("address"), diagnostics);
+            rules::hostname(&self.address, false, &address_path, diagnostics);
         }
         for (name, number) in &self.ports {
-            rules::port(*number, &path.field("ports").key(name), diagnostics);
+            let port_path = path.field("ports").key(name);
+            rules::dns_label(name, "port name", &port_path, diagnostics);
+            rules::port(*number, &port_path, diagnostics);
         }
         rules::labels(&self.labels, &path.field("labels"), diagnostics);
         if let Some(weight) = self.weight
-            && weight > 100_000
+            && weight > MAX_WEIGHT
         {
-            diagnostics.error(&path.field("weight"), format!("weight {weight} is too large; use 0 to 100000"));
+            diagnostics.error(&path.field("weight"), format!("weight {weight} is too large; use 0 to {MAX_WEIGHT}"));
+        }
+        if !self.locality.is_empty() {
+            let parts: Vec<&str> = self.locality.split('/').collect();
+            if parts.len() > 3 || parts.iter().any(|part| part.is_empty()) {
+                diagnostics.error(
+                    &path.field("locality"),
+                    format!(
+                        "locality {:?} is malformed; write region, region/zone or region/zone/subzone",
+                        self.locality
+                    ),
+                );
+            }
+        }
+        if !self.service_account.is_empty() && !is_dns1123_subdomain(&self.service_account) {
+            diagnostics.error(
+                &path.field("serviceAccount"),
+                format!(
+                    "{:?} is not a service account name; use lowercase letters, digits, '-' and '.', such as bookinfo-ratings",
+                    self.service_account
+                ),
+            );
         }
         if !self.network.is_empty() {
             diagnostics.unsupported(&path.field("network"));
         }
     }
+}
+
+/// The largest weight accepted, so that the sum over thousands of endpoints cannot overflow.
+const MAX_WEIGHT: u32 = 100_000;
+
+fn is_dns1123_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(crate::hosts::is_dns1123_label)
 }

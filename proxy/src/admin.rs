@@ -1,0 +1,118 @@
+//! The admin server (127.0.0.1:15000) and the readiness endpoint (15021).
+//!
+//! Admin is bound to localhost only: `/quitquitquit` stops the proxy and `/config_dump` shows
+//! its configuration, neither of which another pod should reach. Readiness listens on all
+//! addresses because the kubelet probes it from outside the pod. Both run on the same runtime
+//! as the data path but do no work on the request path: they only read atomics.
+
+use crate::drain::Drain;
+use crate::stats::Stats;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use tokio::net::TcpListener;
+
+/// What the admin and readiness endpoints report.
+pub struct AdminState {
+    pub drain: Drain,
+    pub stats: Arc<Stats>,
+    /// Set once every listener is bound and accepting.
+    pub ready: AtomicBool,
+    /// The static part of `/config_dump` (listeners, options, router), built at start.
+    pub config: serde_json::Value,
+}
+
+impl AdminState {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed) && !self.drain.is_draining()
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default())));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn admin(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ready") => match state.is_ready() {
+            true => text(StatusCode::OK, "LIVE\n"),
+            false if state.drain.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n"),
+            false => text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n"),
+        },
+        (&Method::POST, "/quitquitquit") => {
+            tracing::info!("drain requested via /quitquitquit");
+            state.drain.start();
+            text(StatusCode::OK, "OK\n")
+        }
+        (_, "/quitquitquit") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        (&Method::GET, "/config_dump") => {
+            let mut dump = state.config.clone();
+            dump["draining"] = state.drain.is_draining().into();
+            json(&dump)
+        }
+        (&Method::GET, "/clusters") => json(&state.stats.clusters_json()),
+        (&Method::GET, "/") => text(StatusCode::OK, "/ready /config_dump /clusters /quitquitquit (POST)\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn readiness(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz/ready" if state.is_ready() => text(StatusCode::OK, ""),
+        "/healthz/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Which endpoints a server answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoints {
+    Admin,
+    Readiness,
+}
+
+/// Serves `listener` with HTTP/1.1 until the process ends. Not tracked by the drain: the admin
+/// server must keep answering (`/ready` says DRAINING) while the data path drains.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, endpoints: Endpoints) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(?endpoints, %error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let resp = match endpoints {
+                    Endpoints::Admin => admin(&req, &state),
+                    Endpoints::Readiness => readiness(&req, &state),
+                };
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = conn.await {
+                tracing::debug!(?endpoints, %error, "admin connection error");
+            }
+        });
+    }
+}

@@ -1,0 +1,210 @@
+//! The command line: `mesh-proxy [run]` and `mesh-proxy init`.
+//!
+//! Every `run` flag also reads an environment variable, so the injector can set them either way.
+
+use crate::init::{Options, Selection, TrafficSettings};
+use crate::listener::OriginalDst;
+use crate::logging::LogFormat;
+use crate::proxy::ProxyConfig;
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The mesh's sidecar and gateway proxy.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-proxy", version, about)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, env = "MESH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Install the traffic capture rules in this network namespace (the pod's init step).
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Port of the outbound capture listener.
+    #[arg(long, env = "MESH_OUTBOUND_PORT", default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Port of the inbound capture listener.
+    #[arg(long, env = "MESH_INBOUND_PORT", default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// Port of the admin server (always on 127.0.0.1).
+    #[arg(long, env = "MESH_ADMIN_PORT", default_value_t = 15000)]
+    pub admin_port: u16,
+    /// Port of the readiness endpoint (/healthz/ready, on all addresses).
+    #[arg(long, env = "MESH_READINESS_PORT", default_value_t = 15021)]
+    pub readiness_port: u16,
+    /// Worker threads; 0 means one per CPU. Like Envoy's --concurrency, 2 suits most sidecars.
+    #[arg(long, env = "MESH_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// After SIGTERM or /quitquitquit, in-flight work gets this long (e.g. 5s, 500ms).
+    #[arg(long, env = "MESH_DRAIN_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    pub drain_period: Duration,
+    /// Send every captured connection to this address instead of its original destination.
+    /// For benchmarks and trying the proxy without capture rules.
+    #[arg(long, env = "MESH_FIXED_UPSTREAM", value_name = "ADDR")]
+    pub fixed_upstream: Option<SocketAddr>,
+    /// Parse every connection as HTTP (HTTP/1.1 or HTTP/2) instead of passing TCP through;
+    /// until routing tables exist the protocol cannot come from the Service's port name.
+    #[arg(long, env = "MESH_HTTP_ON_ALL_PORTS")]
+    pub http_on_all_ports: bool,
+}
+
+impl RunArgs {
+    pub fn config(&self) -> ProxyConfig {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        let concurrency = match self.concurrency {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        ProxyConfig {
+            outbound: SocketAddr::new(any, self.outbound_port),
+            inbound: SocketAddr::new(any, self.inbound_port),
+            admin: SocketAddr::new(IpAddr::from([127, 0, 0, 1]), self.admin_port),
+            readiness: SocketAddr::new(any, self.readiness_port),
+            drain_period: self.drain_period,
+            concurrency,
+            original_dst: self.fixed_upstream.map_or(OriginalDst::Kernel, OriginalDst::Fixed),
+            ..ProxyConfig::default()
+        }
+    }
+}
+
+/// Flags named as in Istio's `istio-iptables`. The five traffic flags, when given, win over
+/// the same settings read from `--from-annotations`.
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// UID whose traffic is never captured (the proxy's).
+    #[arg(long, default_value_t = 1337)]
+    pub proxy_uid: u32,
+    /// GID whose traffic is never captured.
+    #[arg(long, default_value_t = 1337)]
+    pub proxy_gid: u32,
+    /// Port outbound traffic is redirected to.
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Port inbound traffic is redirected to.
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// Outbound CIDRs to capture, comma-separated; `*` (default) for all, empty for none.
+    #[arg(long)]
+    pub include_outbound_ip_ranges: Option<String>,
+    /// Outbound CIDRs never captured.
+    #[arg(long)]
+    pub exclude_outbound_ip_ranges: Option<String>,
+    /// Outbound destination ports never captured.
+    #[arg(long)]
+    pub exclude_outbound_ports: Option<String>,
+    /// Inbound ports to capture; `*` (default) for all, empty for none.
+    #[arg(long)]
+    pub include_inbound_ports: Option<String>,
+    /// Inbound ports never captured (15020, 15021 and 15090 always are).
+    #[arg(long)]
+    pub exclude_inbound_ports: Option<String>,
+    /// A downward-API file of the pod's annotations (`key="value"` lines); the
+    /// `traffic.sidecar.istio.io/*` annotations in it are honoured.
+    #[arg(long, value_name = "FILE")]
+    pub from_annotations: Option<PathBuf>,
+    /// Print the iptables commands instead of installing them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl InitArgs {
+    /// The five traffic settings given as flags.
+    pub fn settings(&self) -> TrafficSettings {
+        TrafficSettings {
+            include_outbound_ip_ranges: self.include_outbound_ip_ranges.clone(),
+            exclude_outbound_ip_ranges: self.exclude_outbound_ip_ranges.clone(),
+            exclude_outbound_ports: self.exclude_outbound_ports.clone(),
+            include_inbound_ports: self.include_inbound_ports.clone(),
+            exclude_inbound_ports: self.exclude_inbound_ports.clone(),
+        }
+    }
+
+    /// Options before the traffic settings are applied.
+    pub fn base_options(&self) -> Options {
+        Options {
+            proxy_uid: self.proxy_uid,
+            proxy_gid: self.proxy_gid,
+            outbound_port: self.outbound_port,
+            inbound_port: self.inbound_port,
+            include_outbound_cidrs: Selection::All,
+            include_inbound_ports: Selection::All,
+            ..Options::default()
+        }
+    }
+}
+
+/// Reads `5s`, `500ms`, `1m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not a duration (expected e.g. 5s, 500ms, 1m)");
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_istio() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn no_subcommand_means_run_with_defaults() {
+        let cli = Cli::try_parse_from(["mesh-proxy"]).unwrap();
+        assert!(cli.command.is_none());
+        let cfg = cli.run.config();
+        assert_eq!(cfg.outbound.port(), 15001);
+        assert_eq!(cfg.inbound.port(), 15006);
+        assert_eq!(cfg.admin.to_string(), "127.0.0.1:15000");
+        assert_eq!(cfg.readiness.port(), 15021);
+        assert_eq!(cfg.drain_period, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn init_flags_mirror_istio_iptables() {
+        let cli = Cli::try_parse_from([
+            "mesh-proxy",
+            "init",
+            "--proxy-uid",
+            "1337",
+            "--exclude-outbound-ports",
+            "5432",
+            "--include-inbound-ports",
+            "*",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Some(Command::Init(args)) = cli.command else { panic!("expected init") };
+        assert!(args.dry_run);
+        assert_eq!(args.settings().exclude_outbound_ports.as_deref(), Some("5432"));
+        assert_eq!(args.settings().include_inbound_ports.as_deref(), Some("*"));
+    }
+}

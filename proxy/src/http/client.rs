@@ -1,0 +1,176 @@
+//! Forwarding one request to a chosen upstream address over pooled connections.
+//!
+//! The request keeps the name the client used: `Host` for HTTP/1.1 upstreams, `:authority` for
+//! HTTP/2 ones; the address it is sent to is chosen by routing and only selects the connection.
+
+use super::pool::{Pool, PoolError};
+use super::{ProxyBody, headers, local_response};
+use crate::drain::Drain;
+use crate::route::UpstreamProtocol;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::HOST};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pooled upstream connections for one listener.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    pool: Arc<Pool>,
+}
+
+/// How upstream connections are made.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Source address for IPv4 upstream connections (127.0.0.6 on the inbound side, so the
+    /// capture rules recognise the proxy's traffic to the app).
+    pub source_v4: Option<IpAddr>,
+    /// How long an idle pooled connection may be reused. Shorter than typical server keep-alive
+    /// timeouts (60 s and up) so we rarely pick a connection the server is about to close.
+    pub idle_timeout: Duration,
+    /// Connection attempts that take longer fail with 503.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            source_v4: None,
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("upstream {upstream}: {source}")]
+    Connect { upstream: SocketAddr, source: PoolError },
+    #[error("upstream {upstream}: {source}")]
+    Request { upstream: SocketAddr, source: hyper::Error },
+    #[error("request has no host: neither a Host header nor an authority")]
+    NoHost,
+}
+
+impl ForwardError {
+    /// The response the downstream sees: 503 when the upstream is unreachable or resets (as
+    /// Envoy answers), 400 for a request that cannot be forwarded at all.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        match self {
+            ForwardError::NoHost => local_response(StatusCode::BAD_REQUEST, "missing host\n"),
+            _ => local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers\n",
+            ),
+        }
+    }
+}
+
+impl HttpClient {
+    pub fn new(cfg: &ClientConfig) -> Self {
+        HttpClient { pool: Arc::new(Pool::new(cfg.source_v4, cfg.idle_timeout, cfg.connect_timeout)) }
+    }
+
+    /// Sends `req` to `upstream` and returns its response. The body streams both ways, trailers
+    /// included. Upgrade requests (WebSocket) are spliced: once the upstream answers 101, the
+    /// two upgraded connections are joined by a task tracked by `drain`.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        upstream: SocketAddr,
+        protocol: UpstreamProtocol,
+        drain: &Drain,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
+        let downstream_h2 = req.version() == Version::HTTP_2;
+        let use_h2 = match protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::SameAsDownstream => downstream_h2,
+        };
+        let upgrade = !downstream_h2 && !use_h2 && headers::is_upgrade(req.headers());
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        let mut resp = if use_h2 { self.send_h2(req, upstream).await? } else { self.send_h1(req, upstream).await? };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(down) = downstream_upgrade {
+                let up = hyper::upgrade::on(&mut resp);
+                drain.spawn(splice_upgrade(down, up, upstream));
+            }
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut(), false);
+        }
+        Ok(resp.map(Either::Left))
+    }
+
+    async fn send_h1(
+        &self,
+        mut req: Request<Incoming>,
+        upstream: SocketAddr,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        // HTTP/1.1 carries the name in Host and sends the path alone (origin form).
+        if !req.headers().contains_key(HOST) {
+            let host = req.uri().authority().ok_or(ForwardError::NoHost)?;
+            let host = HeaderValue::from_str(host.as_str()).map_err(|_| ForwardError::NoHost)?;
+            req.headers_mut().insert(HOST, host);
+        }
+        if req.uri().authority().is_some() {
+            let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(path);
+        }
+        *req.version_mut() = Version::HTTP_11;
+        let connect_err = |source| ForwardError::Connect { upstream, source };
+        let mut conn = self.pool.h1(upstream).await.map_err(connect_err)?;
+        let resp = match conn.tx.try_send_request(req).await {
+            Ok(resp) => resp,
+            // A pooled connection the server closed while idle: the request was not sent, so
+            // sending it on a fresh connection is safe whatever its method.
+            Err(mut e) if conn.reused && e.message().is_some() => {
+                let req = e.take_message().expect("checked above");
+                conn.tx = self.pool.new_h1(upstream).await.map_err(connect_err)?;
+                conn.tx.send_request(req).await.map_err(|source| ForwardError::Request { upstream, source })?
+            }
+            Err(e) => return Err(ForwardError::Request { upstream, source: e.into_error() }),
+        };
+        self.pool.release_when_ready(upstream, conn.tx);
+        Ok(resp)
+    }
+
+    async fn send_h2(
+        &self,
+        mut req: Request<Incoming>,
+        upstream: SocketAddr,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        // HTTP/2 carries the name in :authority, taken from Host when the client spoke HTTP/1.1.
+        let authority = match req.headers_mut().remove(HOST) {
+            Some(host) => Authority::try_from(host.as_bytes()).map_err(|_| ForwardError::NoHost)?,
+            None => req.uri().authority().cloned().ok_or(ForwardError::NoHost)?,
+        };
+        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(path);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ForwardError::NoHost)?;
+        *req.version_mut() = Version::HTTP_2;
+        let mut tx = self.pool.h2(upstream).await.map_err(|source| ForwardError::Connect { upstream, source })?;
+        let request_err = |source| ForwardError::Request { upstream, source };
+        tx.ready().await.map_err(request_err)?;
+        tx.send_request(req).await.map_err(request_err)
+    }
+}
+
+/// Joins the two halves of an upgraded connection and copies bytes until both sides finish.
+async fn splice_upgrade(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, upstream: SocketAddr) {
+    match tokio::try_join!(down, up) {
+        Ok((down, up)) => {
+            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+            if let Err(error) = crate::tcp::copy_bidirectional(&mut down, &mut up).await {
+                tracing::debug!(%upstream, %error, "upgraded connection ended with an error");
+            }
+        }
+        Err(error) => tracing::debug!(%upstream, %error, "upgrade did not complete"),
+    }
+}

@@ -1,0 +1,27 @@
+//! HTTP/1.1 and HTTP/2 proxying with hyper.
+//!
+//! [`server`] accepts a downstream connection (HTTP/1.1 or HTTP/2, told apart by the HTTP/2
+//! preface, not by a timeout) and asks an [`crate::route::HttpRouter`] where each request goes;
+//! [`client`] forwards a request to a chosen upstream address over pooled connections. The body
+//! streams through in both directions, trailers included, and `Upgrade` (WebSocket) turns into
+//! an opaque byte stream once the upstream answers 101.
+
+pub mod client;
+mod headers;
+pub mod pool;
+pub mod server;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// A response body: streamed from the upstream, or made locally (errors, admin).
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// A locally generated response with a short text body.
+pub fn local_response(status: http::StatusCode, text: &'static str) -> http::Response<ProxyBody> {
+    let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp
+}
