@@ -53,9 +53,15 @@ fn generated(kind: Kind) -> CustomResourceDefinition {
 /// `kubectl explain`: a structural schema may not say `additionalProperties: false` (unknown
 /// fields are pruned by the API server and refused by our own parsing instead), and the root
 /// gets a description naming the kind rather than the derive's boilerplate.
+///
+/// The derive also writes `default` for every `#[serde(default)]` field. Those go too: the API
+/// server would store them into users' objects (so `kubectl get -o yaml` would no longer show
+/// what was applied), and 1.20 rejects a default that is not valid against its own schema
+/// (`host: ''` inside a nullable parent). Defaults are applied where the resource is read.
 fn structural(crd: CustomResourceDefinition, kind: Kind) -> CustomResourceDefinition {
     let mut value = serde_json::to_value(&crd).expect("CRDs always serialize");
     remove_closed_objects(&mut value);
+    remove_defaults(&mut value, false);
     for version in value["spec"]["versions"].as_array_mut().into_iter().flatten() {
         version["schema"]["openAPIV3Schema"]["description"] = serde_json::Value::String(format!(
             "Istio's {kind} ({}), served by the mesh with Istio's schema and semantics.",
@@ -74,6 +80,23 @@ fn remove_closed_objects(value: &mut serde_json::Value) {
             map.values_mut().for_each(remove_closed_objects);
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(remove_closed_objects),
+        _ => {}
+    }
+}
+
+/// Removes every schema's `default`; `in_properties` is true for a `properties` map, whose keys
+/// are field names (a field could be called `default`) rather than schema keywords.
+fn remove_defaults(value: &mut serde_json::Value, in_properties: bool) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if !in_properties {
+                map.remove("default");
+            }
+            for (key, child) in map.iter_mut() {
+                remove_defaults(child, !in_properties && key == "properties");
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| remove_defaults(item, false)),
         _ => {}
     }
 }
@@ -115,6 +138,11 @@ mod tests {
         let text = to_yaml();
         assert!(!text.contains("additionalProperties: false"));
         assert!(!text.contains("Auto-generated derived type"));
+    }
+
+    #[test]
+    fn schemas_carry_no_defaults_that_the_api_server_would_write_into_objects() {
+        assert!(!to_yaml().lines().any(|line| line.trim_start().starts_with("default:")));
     }
 
     #[test]
