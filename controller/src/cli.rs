@@ -3,20 +3,56 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
 use common::resource::Resource;
 use common::validate::ValidationContext;
+use controller::config::server::StreamSettings;
 
-/// The mesh's control plane.
+/// The mesh's control plane. Without a subcommand it runs (`run`).
 #[derive(Debug, Parser)]
-#[command(name = "mesh-controller", version, about)]
+#[command(name = "mesh-controller", version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Watch the cluster and serve config to proxies, admission and metrics (the default).
+    Run(RunArgs),
+    /// Connect to a controller as proxies would and print every update as a JSON line.
+    ///
+    /// Each update is ACKed; a closed stream reconnects and resumes. With `--streams N` it
+    /// opens N streams (pods `<pod>-0` ...), for load tests.
+    Probe {
+        /// The controller's config stream.
+        #[arg(long, default_value = "http://127.0.0.1:15010")]
+        address: String,
+        /// The namespace the pods claim to be in.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// The pod name.
+        #[arg(long, default_value = "probe")]
+        pod: String,
+        /// Claim to be a gateway rather than a sidecar.
+        #[arg(long)]
+        gateway: bool,
+        /// How many streams to open.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// List the keys of updates with at most this many changes.
+        #[arg(long, default_value_t = 50)]
+        list_up_to: usize,
+        /// Open streams in batches of this many, each after the previous got its snapshots.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
     /// Print the CustomResourceDefinitions of every Istio kind the mesh serves, as YAML.
     ///
     /// `manifests/crds.yaml` holds this output; a test fails when it is stale.
@@ -31,12 +67,120 @@ enum Command {
     },
 }
 
+/// Settings of `run`; each also reads an environment variable, for Deployments.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Address of the plaintext config stream (gRPC).
+    #[arg(long, env = "MESH_CONFIG_ADDRESS", default_value = "0.0.0.0:15010")]
+    config_address: SocketAddr,
+    /// Address of `/ready`, `/metrics` and `/debug/proxies`.
+    #[arg(long, env = "MESH_MONITORING_ADDRESS", default_value = "0.0.0.0:15014")]
+    monitoring_address: SocketAddr,
+    /// Address of the validating webhook (HTTPS); served only with --webhook-cert and --webhook-key.
+    #[arg(long, env = "MESH_WEBHOOK_ADDRESS", default_value = "0.0.0.0:15017")]
+    webhook_address: SocketAddr,
+    /// PEM certificate chain of the webhook (its SAN must be the name the API server dials).
+    #[arg(long, env = "MESH_WEBHOOK_CERT", requires = "webhook_key")]
+    webhook_cert: Option<PathBuf>,
+    /// PEM private key of the webhook certificate.
+    #[arg(long, env = "MESH_WEBHOOK_KEY", requires = "webhook_cert")]
+    webhook_key: Option<PathBuf>,
+    /// The cluster's DNS suffix.
+    #[arg(long, env = "MESH_DOMAIN", default_value = common::hosts::DEFAULT_DOMAIN)]
+    domain: String,
+    /// The mesh's root namespace (mesh-wide Sidecar and policies).
+    #[arg(long, env = "MESH_ROOT_NAMESPACE", default_value = common::compile::DEFAULT_ROOT_NAMESPACE)]
+    root_namespace: String,
+    /// Milliseconds the first change of a burst waits for the rest before it is pushed.
+    #[arg(long, env = "MESH_DEBOUNCE_MS", default_value_t = 100)]
+    debounce_ms: u64,
+    /// Updates queued per proxy before a slow proxy is resynced instead.
+    #[arg(long, env = "MESH_STREAM_QUEUE", default_value_t = 16)]
+    stream_queue: usize,
+    /// Do not write status conditions (and do not compete for the leader Lease).
+    #[arg(long, env = "MESH_NO_STATUS")]
+    no_status: bool,
+    /// The namespace of the leader Lease (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = common::compile::DEFAULT_ROOT_NAMESPACE)]
+    lease_namespace: String,
+    /// The name of the leader Lease.
+    #[arg(long, env = "MESH_LEASE_NAME", default_value = "mesh-controller-status")]
+    lease_name: String,
+    /// This replica's name in the Lease (by default the pod's, else the host's name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "MESH_LOG_JSON")]
+    log_json: bool,
+}
+
 /// Runs the command line and returns the process's exit code.
 pub fn run() -> ExitCode {
-    match Cli::parse().command {
-        Command::Crds => print_all(&common::crds::to_yaml()),
-        Command::Validate { files } => validate_files(&files),
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crds) => print_all(&common::crds::to_yaml()),
+        Some(Command::Validate { files }) => validate_files(&files),
+        Some(Command::Run(args)) => run_controller(args),
+        Some(Command::Probe { address, namespace, pod, gateway, streams, list_up_to, batch }) => {
+            let settings =
+                controller::probe::ProbeSettings { address, namespace, pod, gateway, streams, list_up_to, batch };
+            block_on(controller::probe::probe(settings))
+        }
+        None => run_controller(cli.run),
     }
+}
+
+fn run_controller(args: RunArgs) -> ExitCode {
+    init_logging(args.log_json);
+    let settings = controller::run::Settings {
+        config_address: args.config_address,
+        monitoring_address: args.monitoring_address,
+        webhook: args.webhook_cert.zip(args.webhook_key).map(|(cert, key)| (args.webhook_address, cert, key)),
+        domain: args.domain,
+        root_namespace: args.root_namespace,
+        debounce: Duration::from_millis(args.debounce_ms),
+        stream: StreamSettings { queue: args.stream_queue, ..StreamSettings::default() },
+        leader: (!args.no_status).then(|| controller::leader::LeaderSettings {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            identity: args.identity.unwrap_or_else(default_identity),
+            lease_duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        }),
+    };
+    block_on(controller::run::run(settings))
+}
+
+/// Runs `task` on a multi-threaded runtime; an error is logged and fails the process.
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The host name and process id: unique among replicas outside a pod.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,h2=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
 }
 
 /// Writes `text` to standard output; a closed pipe (`| head`) is not an error worth a panic.

@@ -1,8 +1,4 @@
-//! `mesh-controller`: the control plane.
-//!
-//! Today it prints the CRDs generated from `common`'s types and validates resource files with
-//! Istio's rules; watching Kubernetes, the config stream and the CA come with their own issues
-//! (see ARCHITECTURE.md).
+//! `mesh-controller`: the control plane's binary; see the library for what it does.
 
 mod cli;
 

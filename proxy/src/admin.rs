@@ -6,6 +6,7 @@
 //! as the data path but do no work on the request path: they only read atomics.
 
 use crate::drain::Drain;
+use crate::route::ConnectionRouter;
 use crate::stats::Stats;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -24,8 +25,10 @@ pub struct AdminState {
     pub stats: Arc<Stats>,
     /// Set once every listener is bound and accepting.
     pub ready: AtomicBool,
-    /// The static part of `/config_dump` (listeners, options, router), built at start.
+    /// The static part of `/config_dump` (listeners, options), built at start.
     pub config: serde_json::Value,
+    /// Asked for the routing part of `/config_dump` and for `/clusters` at each request.
+    pub router: Arc<dyn ConnectionRouter>,
 }
 
 impl AdminState {
@@ -65,10 +68,12 @@ fn admin(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
         (&Method::GET, "/config_dump") => {
             let mut dump = state.config.clone();
             dump["draining"] = state.drain.is_draining().into();
+            dump["routing"] = state.router.describe();
             json(&dump)
         }
-        (&Method::GET, "/clusters") => json(&state.stats.clusters_json()),
-        (&Method::GET, "/") => text(StatusCode::OK, "/ready /config_dump /clusters /quitquitquit (POST)\n"),
+        (&Method::GET, "/clusters") => json(&state.stats.clusters_json(state.router.clusters())),
+        (&Method::GET, "/stats") => json(&state.stats.to_json()),
+        (&Method::GET, "/") => text(StatusCode::OK, "/ready /config_dump /clusters /stats /quitquitquit (POST)\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

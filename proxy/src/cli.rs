@@ -2,11 +2,14 @@
 //!
 //! Every `run` flag also reads an environment variable, so the injector can set them either way.
 
+use crate::config::ConfigSource;
+use crate::config::identity::IdentitySettings;
 use crate::init::{Options, Selection, TrafficSettings};
 use crate::listener::OriginalDst;
 use crate::logging::LogFormat;
 use crate::proxy::ProxyConfig;
 use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,17 +55,84 @@ pub struct RunArgs {
     /// After SIGTERM or /quitquitquit, in-flight work gets this long (e.g. 5s, 500ms).
     #[arg(long, env = "MESH_DRAIN_PERIOD", default_value = "5s", value_parser = parse_duration)]
     pub drain_period: Duration,
-    /// Send every captured connection to this address instead of its original destination.
-    /// For benchmarks and trying the proxy without capture rules.
+    /// Treat every captured connection as if its original destination were this address
+    /// (routed like one, passed through to it when unknown). For benchmarks and trying the
+    /// proxy without capture rules.
     #[arg(long, env = "MESH_FIXED_UPSTREAM", value_name = "ADDR")]
     pub fixed_upstream: Option<SocketAddr>,
-    /// Parse every connection as HTTP (HTTP/1.1 or HTTP/2) instead of passing TCP through;
-    /// until routing tables exist the protocol cannot come from the Service's port name.
+    /// Without --config-file: parse every connection as HTTP (HTTP/1.1 or HTTP/2) instead of
+    /// passing TCP through, as there is no Service port name to take the protocol from.
     #[arg(long, env = "MESH_HTTP_ON_ALL_PORTS")]
     pub http_on_all_ports: bool,
+    /// Route by a multi-document YAML of Kubernetes objects (Service, Endpoints or
+    /// EndpointSlice, Pod) and Istio resources, compiled for this proxy. Reloaded on SIGHUP and
+    /// when the file changes; a file that cannot be used is refused and the old config stays.
+    #[arg(long, env = "MESH_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// How often the config file is checked for changes.
+    #[arg(long, env = "MESH_CONFIG_POLL", default_value = "1s", value_parser = parse_duration)]
+    pub config_poll: Duration,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// Who this proxy is, with the environment variables Istio's injector sets.
+#[derive(Debug, Args, Clone)]
+pub struct IdentityArgs {
+    /// The pod's name.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// The pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+    /// The pod's service account (else the Pod object's, else `default`).
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// The pod's labels, `app=reviews,version=v1` (else the Pod object's in the config).
+    #[arg(long, env = "POD_LABELS", default_value = "", value_parser = parse_labels)]
+    pub pod_labels: BTreeMap<String, String>,
+    /// A downward-API file of the pod's labels (`key="value"` lines).
+    #[arg(long, env = "POD_LABELS_FILE", value_name = "FILE")]
+    pub pod_labels_file: Option<PathBuf>,
+    /// The pod's IPs, comma-separated (else the Pod object's in the config).
+    #[arg(long, env = "INSTANCE_IPS", default_value = "", value_parser = parse_ips)]
+    pub instance_ips: IpList,
+    /// The cluster's DNS suffix.
+    #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
+    pub dns_domain: String,
+}
+
+/// IP addresses from one flag (a newtype, so clap takes the whole list as one value).
+#[derive(Debug, Clone, Default)]
+pub struct IpList(pub Vec<IpAddr>);
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    crate::config::identity::parse_labels(s).map_err(|e| e.to_string())
+}
+
+fn parse_ips(s: &str) -> Result<IpList, String> {
+    crate::config::identity::parse_ips(s).map(IpList).map_err(|e| e.to_string())
 }
 
 impl RunArgs {
+    /// Where routing config comes from, if anywhere.
+    pub fn config_source(&self) -> Option<ConfigSource> {
+        let path = self.config_file.clone()?;
+        let id = &self.identity;
+        Some(ConfigSource {
+            path,
+            domain: id.dns_domain.clone(),
+            identity: IdentitySettings {
+                pod_name: id.pod_name.clone(),
+                namespace: id.pod_namespace.clone(),
+                service_account: id.service_account.clone(),
+                labels: id.pod_labels.clone(),
+                labels_file: id.pod_labels_file.clone(),
+                ips: id.instance_ips.0.clone(),
+            },
+        })
+    }
+
     pub fn config(&self) -> ProxyConfig {
         let any = IpAddr::from([0, 0, 0, 0]);
         let concurrency = match self.concurrency {
@@ -186,6 +256,32 @@ mod tests {
         assert_eq!(cfg.admin.to_string(), "127.0.0.1:15000");
         assert_eq!(cfg.readiness.port(), 15021);
         assert_eq!(cfg.drain_period, Duration::from_secs(5));
+        assert!(cli.run.config_source().is_none());
+    }
+
+    #[test]
+    fn identity_flags_make_the_config_source() {
+        let cli = Cli::try_parse_from([
+            "mesh-proxy",
+            "run",
+            "--config-file",
+            "/etc/mesh/config.yaml",
+            "--pod-name",
+            "productpage-v1-abc",
+            "--pod-namespace",
+            "shop",
+            "--pod-labels",
+            "app=productpage,version=v1",
+            "--instance-ips",
+            "10.1.0.7",
+        ])
+        .unwrap();
+        let Some(Command::Run(run)) = cli.command else { panic!("expected run") };
+        let source = run.config_source().unwrap();
+        assert_eq!(source.identity.namespace, "shop");
+        assert_eq!(source.identity.labels["version"], "v1");
+        assert_eq!(source.identity.ips, ["10.1.0.7".parse::<IpAddr>().unwrap()]);
+        assert!(Cli::try_parse_from(["mesh-proxy", "--pod-labels", "novalue"]).is_err());
     }
 
     #[test]

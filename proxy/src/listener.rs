@@ -3,12 +3,15 @@
 
 use crate::drain::Drain;
 use crate::http::server::{self, HttpShared};
-use crate::route::{ConnContext, ConnRoute, ConnectionRouter, Direction};
+use crate::reason::Reason;
+use crate::route::{ConnContext, ConnRoute, ConnectionRouter, Direction, Refusal, Target};
+use crate::sni;
 use crate::stats::Stats;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Where a connection's destination comes from.
@@ -64,36 +67,64 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: &ListenerShared) {
     let _active = shared.stats.open(direction);
     let counters = shared.stats.of(direction);
     let _ = stream.set_nodelay(true);
-    let Some(original_dst) = resolve_original_dst(&stream, shared.original_dst) else {
+    let Some((original_dst, direct)) = resolve_original_dst(&stream, shared.original_dst, direction) else {
         counters.original_dst_fail.fetch_add(1, Relaxed);
         return;
     };
-    let ctx = ConnContext { direction, peer, original_dst };
+    let ctx = ConnContext { direction, peer, original_dst, direct };
     match shared.router.route_connection(&ctx) {
-        ConnRoute::Tcp { upstream, cluster } => forward_tcp(stream, &ctx, upstream, cluster, shared).await,
+        ConnRoute::Tls(router) => {
+            let mut stream = stream;
+            let hello = sni::read_client_hello(&mut stream, SNI_TIMEOUT).await;
+            match router.route_sni(&ctx, hello.server_name.as_deref()) {
+                ConnRoute::Tcp(target) => forward_tcp(stream, &ctx, target, &hello.buffered, shared).await,
+                ConnRoute::Reject(refusal) => refuse(&ctx, refusal, shared),
+                ConnRoute::Http(_) | ConnRoute::Tls(_) => refuse(
+                    &ctx,
+                    Refusal { reason: Reason::NoRoute, detail: "TLS router gave no TCP target".into() },
+                    shared,
+                ),
+            }
+        }
+        ConnRoute::Tcp(target) => forward_tcp(stream, &ctx, target, &[], shared).await,
         ConnRoute::Http(router) => {
             server::serve(stream, ctx, router, shared.http.clone(), shared.drain.watch()).await;
         }
-        ConnRoute::Reject => {
-            tracing::debug!(direction = direction.as_str(), %peer, %original_dst, "connection rejected")
-        }
+        ConnRoute::Reject(refusal) => refuse(&ctx, refusal, shared),
     }
 }
 
-/// The connection's original destination, or `None` (logged) if it is unknown or is this very
-/// listener, which would make the proxy connect to itself forever.
-fn resolve_original_dst(stream: &TcpStream, mode: OriginalDst) -> Option<SocketAddr> {
+/// How long a TLS client may take to send its ClientHello.
+const SNI_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn refuse(ctx: &ConnContext, refusal: Refusal, shared: &ListenerShared) {
+    shared.stats.reasons.count(refusal.reason);
+    tracing::warn!(
+        direction = ctx.direction.as_str(), peer = %ctx.peer, dst = %ctx.original_dst,
+        reason = refusal.reason.as_str(), detail = %refusal.detail, "connection refused"
+    );
+}
+
+/// The connection's original destination and whether the connection was made straight to
+/// the listener (no capture rule redirected it); `None` (logged) when a direct connection
+/// cannot be served: on the inbound side, where only redirected traffic makes sense.
+fn resolve_original_dst(stream: &TcpStream, mode: OriginalDst, direction: Direction) -> Option<(SocketAddr, bool)> {
     let local = stream.local_addr().ok()?;
     let dst = match mode {
-        OriginalDst::Fixed(addr) => return Some(addr),
+        OriginalDst::Fixed(addr) => return Some((addr, false)),
         OriginalDst::Kernel => crate::sys::original_dst(stream, local.is_ipv6()),
     };
     match dst {
-        Ok(dst) if dst == local => {
-            tracing::warn!(%local, "connection made directly to the capture port, not redirected: closing");
+        Ok(dst) if normalize(dst) != normalize(local) => Some((normalize(dst), false)),
+        // Conntrack reports the listener itself, or (no NAT entry) nothing: not redirected.
+        result if direction == Direction::Outbound => {
+            tracing::debug!(%local, error = ?result.err(), "direct connection to the outbound listener");
+            Some((normalize(local), true))
+        }
+        Ok(_) => {
+            tracing::warn!(%local, "connection made directly to the inbound capture port, not redirected: closing");
             None
         }
-        Ok(dst) => Some(normalize(dst)),
         Err(error) => {
             tracing::warn!(%local, %error, "original destination unknown (no capture rule?): closing");
             None
@@ -112,25 +143,40 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Connects to the target, sends `prefix` (bytes already read, such as a ClientHello), then
+/// copies both ways with half-close.
 async fn forward_tcp(
     mut downstream: TcpStream,
     ctx: &ConnContext,
-    upstream: SocketAddr,
-    cluster: &'static str,
+    target: Target,
+    prefix: &[u8],
     shared: &ListenerShared,
 ) {
-    let mut up = match crate::tcp::connect(upstream, shared.source_v4).await {
+    let Target { upstream, cluster } = target;
+    cluster.cx_total.fetch_add(1, Relaxed);
+    let connected = match crate::tcp::connect(upstream, shared.source_v4).await {
+        Ok(mut up) => up.write_all(prefix).await.map(|()| up),
+        Err(error) => Err(error),
+    };
+    let mut up = match connected {
         Ok(up) => up,
         Err(error) => {
             shared.stats.of(ctx.direction).upstream_fail.fetch_add(1, Relaxed);
-            tracing::warn!(direction = ctx.direction.as_str(), cluster, %upstream, %error, "upstream connect failed");
+            cluster.upstream_fail.fetch_add(1, Relaxed);
+            shared.stats.reasons.count(Reason::ConnectFailure);
+            tracing::warn!(
+                direction = ctx.direction.as_str(), reason = Reason::ConnectFailure.as_str(),
+                cluster = %cluster.name, %upstream, %error, "upstream connect failed"
+            );
             return;
         }
     };
     match crate::tcp::copy_bidirectional(&mut downstream, &mut up).await {
         Ok((sent, received)) => {
-            tracing::debug!(direction = ctx.direction.as_str(), cluster, %upstream, sent, received, "tcp closed");
+            tracing::debug!(direction = ctx.direction.as_str(), cluster = %cluster.name, %upstream, sent, received, "tcp closed");
         }
-        Err(error) => tracing::debug!(direction = ctx.direction.as_str(), cluster, %upstream, %error, "tcp ended"),
+        Err(error) => {
+            tracing::debug!(direction = ctx.direction.as_str(), cluster = %cluster.name, %upstream, %error, "tcp ended")
+        }
     }
 }

@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::Parser;
 use mesh_proxy::cli::{Cli, Command, InitArgs, RunArgs};
+use mesh_proxy::config::ConfigStore;
 use mesh_proxy::route::{ConnectionRouter, HttpOnAllPorts, Passthrough};
+use mesh_proxy::routing::MeshRouter;
 use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
@@ -42,11 +44,22 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let router: Arc<dyn ConnectionRouter> = match args.http_on_all_ports {
-        true => Arc::new(HttpOnAllPorts),
-        false => Arc::new(Passthrough),
+    let store = match args.config_source() {
+        Some(source) => Some(Arc::new(ConfigStore::from_source(source).context("loading --config-file")?)),
+        None => None,
     };
-    runtime.block_on(mesh_proxy::proxy::run(cfg, router))?;
+    let router: Arc<dyn ConnectionRouter> = match (&store, args.http_on_all_ports) {
+        (Some(store), _) => Arc::new(MeshRouter::new(store.clone())),
+        (None, true) => Arc::new(HttpOnAllPorts),
+        (None, false) => Arc::new(Passthrough),
+    };
+    let poll = args.config_poll;
+    runtime.block_on(async move {
+        if let Some(store) = store {
+            tokio::spawn(mesh_proxy::config::watch::run(store, poll));
+        }
+        mesh_proxy::proxy::run(cfg, router).await
+    })?;
     // Connections still open after the drain period are dropped with the runtime.
     runtime.shutdown_background();
     Ok(())

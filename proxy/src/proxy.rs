@@ -125,7 +125,8 @@ impl Proxy {
             drain: drain.clone(),
             stats: stats.clone(),
             ready: false.into(),
-            config: config_dump(cfg, &addresses, &*router),
+            config: config_dump(cfg, &addresses),
+            router: router.clone(),
         });
         tokio::spawn(listener::accept_loop(tokio::net::TcpListener::from_std(listeners.outbound)?, outbound));
         tokio::spawn(listener::accept_loop(tokio::net::TcpListener::from_std(listeners.inbound)?, inbound));
@@ -168,7 +169,7 @@ impl Proxy {
     }
 }
 
-fn config_dump(cfg: &ProxyConfig, addrs: &Addresses, router: &dyn ConnectionRouter) -> serde_json::Value {
+fn config_dump(cfg: &ProxyConfig, addrs: &Addresses) -> serde_json::Value {
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listeners": [
@@ -184,7 +185,6 @@ fn config_dump(cfg: &ProxyConfig, addrs: &Addresses, router: &dyn ConnectionRout
         "inbound_source": cfg.inbound_source_v4.map(|ip| ip.to_string()),
         "concurrency": cfg.concurrency,
         "drain_period_ms": cfg.drain_period.as_millis() as u64,
-        "routing": router.describe(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! Plain relaxed atomics: a connection touches only its listener's counters, never a lock, and
 //! the admin server reads them without stopping anyone.
 
+use crate::reason::ReasonCounters;
 use crate::route::{Direction, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -37,6 +38,41 @@ impl Counters {
 pub struct Stats {
     pub outbound: Counters,
     pub inbound: Counters,
+    /// Local replies and refused connections, by reason.
+    pub reasons: ReasonCounters,
+}
+
+/// Counters of one cluster. Kept across config reloads for clusters whose name stays, so a
+/// reload does not reset what `/clusters` shows.
+#[derive(Debug)]
+pub struct ClusterStats {
+    /// Istio's cluster name (`outbound|9080|v1|reviews.default.svc.cluster.local`).
+    pub name: String,
+    /// TCP connections forwarded to the cluster.
+    pub cx_total: AtomicU64,
+    /// HTTP requests forwarded to the cluster.
+    pub rq_total: AtomicU64,
+    /// Connections or requests that failed to reach an endpoint.
+    pub upstream_fail: AtomicU64,
+}
+
+impl ClusterStats {
+    pub fn new(name: String) -> Self {
+        ClusterStats {
+            name,
+            cx_total: AtomicU64::new(0),
+            rq_total: AtomicU64::new(0),
+            upstream_fail: AtomicU64::new(0),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cx_total": self.cx_total.load(Relaxed),
+            "rq_total": self.rq_total.load(Relaxed),
+            "upstream_fail": self.upstream_fail.load(Relaxed),
+        })
+    }
 }
 
 impl Stats {
@@ -55,13 +91,23 @@ impl Stats {
         ActiveGuard(c)
     }
 
-    /// The clusters that exist today: the two passthrough ones, with their counters.
-    pub fn clusters_json(&self) -> serde_json::Value {
+    /// The two passthrough clusters with the listeners' counters, then `routed` (the clusters
+    /// of the routing tables, with endpoints and their own counters).
+    pub fn clusters_json(&self, routed: Vec<serde_json::Value>) -> serde_json::Value {
+        let mut clusters = vec![
+            serde_json::json!({ "name": PASSTHROUGH_CLUSTER, "direction": "outbound", "stats": self.outbound.to_json() }),
+            serde_json::json!({ "name": INBOUND_PASSTHROUGH_CLUSTER, "direction": "inbound", "stats": self.inbound.to_json() }),
+        ];
+        clusters.extend(routed);
+        serde_json::json!({ "clusters": clusters })
+    }
+
+    /// Everything counted, for `/stats`.
+    pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "clusters": [
-                { "name": PASSTHROUGH_CLUSTER, "direction": "outbound", "stats": self.outbound.to_json() },
-                { "name": INBOUND_PASSTHROUGH_CLUSTER, "direction": "inbound", "stats": self.inbound.to_json() },
-            ]
+            "outbound": self.outbound.to_json(),
+            "inbound": self.inbound.to_json(),
+            "local_replies": self.reasons.to_json(),
         })
     }
 }

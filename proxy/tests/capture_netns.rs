@@ -3,25 +3,20 @@
 //! Pod A (10.10.0.1) gets `mesh-proxy init`; pod B (10.10.0.2 and 10.10.1.2) is a peer. Each
 //! check connects and looks at which listener the connection lands on, and for captured ones
 //! what `SO_ORIGINAL_DST` reports. Needs root, `ip` and `iptables`; skips with a reason
-//! otherwise.
+//! otherwise (fails under `e2e/run-tests`, which sets `MESH_REQUIRE_NETNS`).
 
 mod support;
 
 use mesh_proxy::sys::original_dst;
 use std::time::Duration;
-use support::netns::{self, Netns, accept_within, nothing_pending};
+use support::netns::{self, Inside, Netns, accept_within, nothing_pending};
 
 const LIMIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 
+/// Skips (with the reason) where namespaces are unavailable; fails instead under `e2e/run-tests`.
 fn skip() -> bool {
-    match netns::unavailable() {
-        Some(reason) => {
-            eprintln!("skipping network-namespace test: {reason}");
-            true
-        }
-        None => false,
-    }
+    netns::skip_unless_available()
 }
 
 fn pods() -> (Netns, Netns) {

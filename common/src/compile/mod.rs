@@ -217,13 +217,15 @@ pub fn compile(resources: &[Resource], registry: &Registry, proxy: &ProxyIdentit
     Compiled { tables: ProxyTables { outbound, clusters, inbound, outbound_policy }, diagnostics }
 }
 
-/// Orders resources oldest first, as Istio breaks ties: creation time (resources without one
-/// last), then namespace, then name.
+/// Orders resources oldest first, as Istio's config store does: creation time, then name, then
+/// namespace (timestamps have one-second resolution, so ties are common). Resources without a
+/// creation time (read from a file rather than the API server) come last, so a replayed file
+/// never outranks what a cluster already holds; among themselves they go by name.
 pub fn age_key(meta: &ObjectMeta) -> (bool, Option<Time>, String, String) {
     (
         meta.creation_timestamp.is_none(),
         meta.creation_timestamp.clone(),
-        meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
+        meta.namespace.clone().unwrap_or_default(),
     )
 }

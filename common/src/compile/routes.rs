@@ -212,8 +212,7 @@ impl RouteCompiler<'_, '_, '_> {
             };
             let mut mirrors = Vec::new();
             if let Some(mirror) = &route.mirror {
-                let percentage =
-                    route.mirror_percentage.map(|p| p.value).or(route.mirror_percent.map(f64::from)).unwrap_or(100.0);
+                let percentage = route.mirror_share();
                 let cluster = self.destination(vs, object, mirror, field.field("mirror"));
                 mirrors.push(Mirror { cluster, percentage });
             }

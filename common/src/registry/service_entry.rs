@@ -33,7 +33,9 @@ impl RegistryBuilder {
             })
             .collect();
         let resolution = match spec.resolution() {
-            service_entry::Resolution::None => Resolution::Passthrough,
+            // DYNAMIC_DNS is not resolved per request yet: like NONE, the connection goes on to
+            // the address the client resolved (validation reports it as not supported yet).
+            service_entry::Resolution::None | service_entry::Resolution::DynamicDns => Resolution::Passthrough,
             service_entry::Resolution::Static => Resolution::Static,
             service_entry::Resolution::Dns => Resolution::Dns,
             service_entry::Resolution::DnsRoundRobin => Resolution::DnsRoundRobin,

@@ -106,9 +106,14 @@ impl Diagnostics {
         self.push(Severity::Warning, field, message.into());
     }
 
-    /// Records that `field` is set but the mesh does not act on it yet.
+    /// Records that `field` is set but the mesh does not act on it yet, with the note of its
+    /// entry in [`super::NOT_SUPPORTED_YET`]. A field missing from that list is supported by
+    /// now and is not reported: the list, not the call sites, says what the mesh lacks.
     pub fn unsupported(&mut self, field: &FieldPath) {
-        self.push(Severity::Unsupported, field, "accepted, but the mesh does not act on it yet".to_string());
+        if let Some(entry) = super::not_supported_yet::lookup(&self.object.kind, field) {
+            let message = format!("accepted, but the mesh does not act on it yet: {}", entry.note);
+            self.push(Severity::Unsupported, field, message);
+        }
     }
 
     fn push(&mut self, severity: Severity, field: &FieldPath, message: String) {
@@ -158,12 +163,19 @@ mod tests {
         let mut diagnostics = Diagnostics::new(ObjectRef::new("VirtualService", "default", "reviews"));
         let weight = FieldPath::spec().field("http").index(1).field("route").index(0).field("weight");
         diagnostics.error(&weight, "must be between 0 and 100, got 120");
-        diagnostics.unsupported(&FieldPath::spec().field("http").index(0).field("mirror"));
+        diagnostics.unsupported(&FieldPath::spec().field("http").index(0).field("corsPolicy"));
         assert!(diagnostics.has_errors());
         assert_eq!(
             diagnostics.to_string(),
             "VirtualService default/reviews: error: spec.http[1].route[0].weight: must be between 0 and 100, got 120\n\
-             VirtualService default/reviews: not supported yet: spec.http[0].mirror: accepted, but the mesh does not act on it yet"
+             VirtualService default/reviews: not supported yet: spec.http[0].corsPolicy: accepted, but the mesh does not act on it yet: CORS preflights and headers are not handled"
         );
+    }
+
+    #[test]
+    fn a_field_missing_from_the_list_is_supported_and_not_reported() {
+        let mut diagnostics = Diagnostics::new(ObjectRef::new("VirtualService", "default", "reviews"));
+        diagnostics.unsupported(&FieldPath::spec().field("http").index(0).field("mirror"));
+        assert!(diagnostics.is_empty());
     }
 }

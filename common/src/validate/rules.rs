@@ -119,6 +119,23 @@ pub fn export_to(values: &[String], path: &FieldPath, diagnostics: &mut Diagnost
     }
 }
 
+/// An IP address or CIDR block, as `destinationSubnets` and `sourceSubnet` take them.
+pub fn subnet(value: &str, path: &FieldPath, diagnostics: &mut Diagnostics) {
+    if value.parse::<ipnet::IpNet>().is_err() && value.parse::<std::net::IpAddr>().is_err() {
+        diagnostics.error(
+            path,
+            format!("{value:?} is not an IP address or CIDR block; use for example 10.1.0.0/16 or 10.1.2.3"),
+        );
+    }
+}
+
+/// A list of IP addresses or CIDR blocks.
+pub fn subnets(values: &[String], path: &FieldPath, diagnostics: &mut Diagnostics) {
+    for (index, value) in values.iter().enumerate() {
+        subnet(value, &path.index(index), diagnostics);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,8 @@ fn expand_shell(value: &str, vars: &HashMap<String, String>) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Images {
     map: HashMap<String, PathBuf>,
+    /// The file it was read from, so that an entry added while the agent runs is seen.
+    source: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize)]
@@ -189,7 +191,17 @@ impl Images {
         let path = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
         let root = path.parent().and_then(Path::parent).unwrap_or(Path::new("/")).to_path_buf();
         let map = file.images.into_iter().map(|(image, bin)| (image, root.join(bin))).collect();
-        Ok(Self { map })
+        Ok(Self { map, source: Some(path) })
+    }
+
+    /// The map as the file says now (read again: it is small, and containers start rarely); the
+    /// map already held if the file has become unreadable, with a warning.
+    pub fn reloaded(&self) -> Images {
+        let Some(source) = &self.source else { return self.clone() };
+        Images::load(source).unwrap_or_else(|error| {
+            tracing::warn!(error = %format!("{error:#}"), "keeping the image map read earlier");
+            self.clone()
+        })
     }
 
     /// The binary for `image`; a tag-less reference also matches `:latest`.

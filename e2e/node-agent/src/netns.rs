@@ -1,6 +1,7 @@
 //! Pod networking: one network namespace per pod, a veth pair into the host bridge, an address
 //! from the pod CIDR. Everything the agent creates carries a fixed prefix so that a later run (or
-//! `--cleanup`) can find and remove leftovers of a crashed one.
+//! `--cleanup`) can find and remove leftovers of a crashed one. The namespace and veth work is the
+//! shared `netns` crate's, the same the data-plane tests build their pods with.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -80,39 +81,34 @@ pub async fn create(env: &ClusterEnv, uid: &str, pod_key: &str, ip: Ipv4Addr) ->
     // netns names are file names; keep them readable but unique per pod incarnation.
     let netns = format!("{}{pod_key}-{short}", netns_prefix(env));
     let net = PodNet { netns, host_veth: format!("{VETH_PREFIX}{short}"), ip };
-    let tmp = format!("mnp{short}");
-    let ns = net.netns.as_str();
-    let gw = env.bridge_ip.to_string();
+    let (bridge, gateway) = (env.bridge.clone(), env.bridge_ip.to_string());
     let cidr = format!("{ip}/{}", env.bridge_prefix);
-    // A leftover of an earlier attempt for the same pod would make every step below fail.
-    destroy(&net).await;
-    run(&["ip", "netns", "add", ns]).await?;
-    run(&["ip", "link", "add", &net.host_veth, "type", "veth", "peer", "name", &tmp]).await?;
-    run(&["ip", "link", "set", &tmp, "netns", ns]).await?;
-    run(&["ip", "link", "set", &net.host_veth, "master", &env.bridge, "up"]).await?;
-    // Hairpin: a pod calling its own Service gets its packets back through the port they came in.
-    run(&["ip", "link", "set", "dev", &net.host_veth, "type", "bridge_slave", "hairpin", "on"]).await?;
-    run(&["ip", "-n", ns, "link", "set", &tmp, "name", "eth0"]).await?;
-    run(&["ip", "-n", ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
-    run(&["ip", "-n", ns, "link", "set", "eth0", "up"]).await?;
-    run(&["ip", "-n", ns, "link", "set", "lo", "up"]).await?;
-    run(&["ip", "-n", ns, "route", "add", "default", "via", &gw]).await?;
+    let made = net.clone();
+    blocking(move || {
+        // A leftover of an earlier attempt for the same pod would make every step below fail.
+        remove(&made);
+        netns::create(&made.netns)?;
+        netns::attach_to_bridge(&made.netns, &made.host_veth, &bridge, &cidr, &gateway)
+    })
+    .await
+    .with_context(|| format!("wiring network namespace {}", net.netns))?;
     Ok(net)
 }
 
 /// Kills whatever still runs in the namespace and removes it (the veth pair goes with it).
 pub async fn destroy(net: &PodNet) {
-    kill_netns_processes(&net.netns).await;
-    run_quiet(&["ip", "netns", "del", &net.netns]).await;
-    run_quiet(&["ip", "link", "del", &net.host_veth]).await;
+    let net = net.clone();
+    let _ = tokio::task::spawn_blocking(move || remove(&net)).await;
 }
 
-async fn kill_netns_processes(netns: &str) {
-    if let Ok(pids) = run(&["ip", "netns", "pids", netns]).await {
-        for pid in pids.split_whitespace() {
-            run_quiet(&["kill", "-s", "KILL", pid]).await;
-        }
-    }
+fn remove(net: &PodNet) {
+    netns::destroy(&net.netns);
+    netns::run_quiet(&["ip", "link", "del", &net.host_veth]);
+}
+
+/// Runs the shared crate's blocking `ip` calls off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(work).await.context("network namespace task")??)
 }
 
 /// `<NETNS_PREFIX>pod-`: narrower than the cluster-wide prefix, so that other users of it (the
@@ -124,14 +120,10 @@ fn netns_prefix(env: &ClusterEnv) -> String {
 /// Removes every namespace and veth carrying our prefixes: leftovers of a crashed run.
 pub async fn cleanup_all(env: &ClusterEnv) {
     let prefix = netns_prefix(env);
-    if let Ok(list) = run(&["ip", "netns", "list"]).await {
-        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if name.starts_with(&prefix) {
-                tracing::info!(netns = name, "removing leftover network namespace");
-                kill_netns_processes(name).await;
-                run_quiet(&["ip", "netns", "del", name]).await;
-            }
-        }
+    let leftovers: Vec<String> = netns::list().into_iter().filter(|name| name.starts_with(&prefix)).collect();
+    for name in leftovers {
+        tracing::info!(netns = %name, "removing leftover network namespace");
+        let _ = tokio::task::spawn_blocking(move || netns::destroy(&name)).await;
     }
     if let Ok(links) = run(&["ip", "-o", "link", "show", "type", "veth"]).await {
         for line in links.lines() {

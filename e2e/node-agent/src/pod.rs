@@ -277,7 +277,7 @@ async fn prepare(
             let args: Vec<String> = c.args.iter().flatten().map(|s| expand(s, &env)).collect();
             let image = c.image.clone().unwrap_or_default();
             let mut launch = Launch::for_container(pod.spec.as_ref().expect("pod has a spec"), c, &ctx.volumes)?;
-            launch.argv = container_argv(&agent.images, &image, &command, &args)?;
+            launch.argv = container_argv(&agent.images.reloaded(), &image, &command, &args)?;
             launch.env = env;
             std::fs::create_dir_all(&log_dir)?;
             anyhow::Ok(launch)

@@ -4,8 +4,9 @@
 //! HTTP/2 ones; the address it is sent to is chosen by routing and only selects the connection.
 
 use super::pool::{Pool, PoolError};
-use super::{ProxyBody, headers, local_response};
+use super::{ProxyBody, headers};
 use crate::drain::Drain;
+use crate::reason::Reason;
 use crate::route::UpstreamProtocol;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::HOST};
@@ -56,15 +57,21 @@ pub enum ForwardError {
 }
 
 impl ForwardError {
-    /// The response the downstream sees: 503 when the upstream is unreachable or resets (as
-    /// Envoy answers), 400 for a request that cannot be forwarded at all.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// Why the request failed, as `x-mesh-reason` says it.
+    pub fn reason(&self) -> Reason {
         match self {
-            ForwardError::NoHost => local_response(StatusCode::BAD_REQUEST, "missing host\n"),
-            _ => local_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers\n",
-            ),
+            ForwardError::Connect { .. } => Reason::ConnectFailure,
+            ForwardError::Request { .. } => Reason::UpstreamReset,
+            ForwardError::NoHost => Reason::MissingHost,
+        }
+    }
+
+    /// The status the downstream sees: 503 when the upstream is unreachable or resets (as
+    /// Envoy answers), 400 for a request that cannot be forwarded at all.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::NoHost => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! an opaque byte stream once the upstream answers 101.
 
 pub mod client;
+pub mod header_ops;
 mod headers;
 pub mod pool;
 pub mod server;
@@ -17,11 +18,3 @@ use hyper::body::Incoming;
 
 /// A response body: streamed from the upstream, or made locally (errors, admin).
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
-
-/// A locally generated response with a short text body.
-pub fn local_response(status: http::StatusCode, text: &'static str) -> http::Response<ProxyBody> {
-    let mut resp = http::Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-    resp
-}

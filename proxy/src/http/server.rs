@@ -3,9 +3,11 @@
 use super::ProxyBody;
 use super::client::HttpClient;
 use crate::drain::{Drain, DrainWatch};
-use crate::route::{ConnContext, HttpRoute, HttpRouter};
+use crate::reason::REASON_HEADER;
+use crate::route::{ConnContext, HttpRoute, HttpRouter, LocalReply};
 use crate::stats::Stats;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -72,24 +74,57 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let counters = shared.stats.of(ctx.direction);
     counters.rq_total.fetch_add(1, Relaxed);
-    let (head, body) = req.into_parts();
-    let route = router.route_request(&ctx, &head);
+    let (mut head, body) = req.into_parts();
+    let route = router.route_request(&ctx, &mut head);
     let req = Request::from_parts(head, body);
     match route {
-        HttpRoute::Respond(status) => {
-            let mut resp = Response::new(http_body_util::Either::Right(Default::default()));
-            *resp.status_mut() = status;
-            resp
+        HttpRoute::Respond(reply) => {
+            if let Some((reason, _)) = &reply.reason {
+                shared.stats.reasons.count(*reason);
+            }
+            local_reply(reply)
         }
-        HttpRoute::Forward { upstream, protocol, cluster } => {
-            match shared.client.forward(req, upstream, protocol, &shared.drain).await {
-                Ok(resp) => resp,
+        HttpRoute::Forward { target, protocol, response_headers } => {
+            target.cluster.rq_total.fetch_add(1, Relaxed);
+            match shared.client.forward(req, target.upstream, protocol, &shared.drain).await {
+                Ok(mut resp) => {
+                    if let Some(ops) = response_headers {
+                        ops.apply(resp.headers_mut());
+                    }
+                    resp
+                }
                 Err(error) => {
                     counters.upstream_fail.fetch_add(1, Relaxed);
-                    tracing::warn!(direction = ctx.direction.as_str(), cluster, %upstream, %error, "upstream request failed");
-                    error.into_response()
+                    target.cluster.upstream_fail.fetch_add(1, Relaxed);
+                    let reason = error.reason();
+                    shared.stats.reasons.count(reason);
+                    tracing::warn!(
+                        direction = ctx.direction.as_str(), reason = reason.as_str(), cluster = %target.cluster.name,
+                        upstream = %target.upstream, %error, "upstream request failed"
+                    );
+                    let detail = format!("{} {}", reason.as_str(), target.cluster.name);
+                    let detail = HeaderValue::from_str(&detail).unwrap_or(HeaderValue::from_static(reason.as_str()));
+                    local_reply(LocalReply::failure(error.status(), reason, detail))
                 }
             }
         }
     }
+}
+
+/// The response for a reply the proxy makes itself.
+fn local_reply(reply: LocalReply) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(reply.body)));
+    *resp.status_mut() = reply.status;
+    let headers = resp.headers_mut();
+    if let Some((_, detail)) = reply.reason {
+        headers.insert(REASON_HEADER, detail);
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    if let Some(location) = reply.location {
+        headers.insert(http::header::LOCATION, location);
+    }
+    if let Some(ops) = reply.headers {
+        ops.apply(headers);
+    }
+    resp
 }

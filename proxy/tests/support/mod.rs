@@ -3,6 +3,7 @@
 //! test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod mesh;
 pub mod netns;
 
 use bytes::Bytes;
@@ -66,7 +67,18 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::bind(loopback()).await.unwrap();
+    serve_on(loopback(), handler).await
+}
+
+/// As [`serve`], on `addr` (another loopback address, say, to tell pods apart).
+pub async fn serve_on<F, Fut, B>(addr: SocketAddr, handler: F) -> TestServer
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let count = connections.clone();

@@ -151,6 +151,10 @@ pub struct ServerTLSSettings {
     /// `<name>-cacert` secret).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub credential_name: String,
+    /// For `MUTUAL`/`OPTIONAL_MUTUAL`: a secret or config map holding only the CA bundle that
+    /// client certificates are checked against, apart from the server's own `credentialName`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_cert_credential_name: String,
     /// Several secrets (for example one RSA and one ECDSA certificate); not with
     /// `credentialName`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -324,6 +328,7 @@ fn tls_rules(tls: &ServerTLSSettings, protocol: &str, path: &FieldPath, diagnost
     let mode = tls.effective_mode();
     for (field, set) in [
         ("caCrl", !tls.ca_crl.is_empty()),
+        ("caCertCredentialName", !tls.ca_cert_credential_name.is_empty()),
         ("credentialNames", !tls.credential_names.is_empty()),
         ("tlsCertificates", !tls.tls_certificates.is_empty()),
         ("subjectAltNames", !tls.subject_alt_names.is_empty()),
@@ -376,18 +381,27 @@ fn tls_rules(tls: &ServerTLSSettings, protocol: &str, path: &FieldPath, diagnost
                 }
             }
             let mutual = matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
-            if mutual && !secret && tls.ca_certificates.is_empty() {
+            if mutual && !secret && tls.ca_certificates.is_empty() && tls.ca_cert_credential_name.is_empty() {
                 diagnostics.error(
                     &path.field("caCertificates"),
-                    "MUTUAL TLS checks client certificates against a CA; set caCertificates, or use credentialName with a ca.crt",
+                    "MUTUAL TLS checks client certificates against a CA; set caCertificates or caCertCredentialName, or use credentialName with a ca.crt",
+                );
+            }
+            if !tls.ca_cert_credential_name.is_empty() && !mutual {
+                diagnostics.error(
+                    &path.field("caCertCredentialName"),
+                    format!(
+                        "{} TLS does not check client certificates; remove caCertCredentialName or use MUTUAL",
+                        mode.as_str()
+                    ),
                 );
             }
         }
         ServerTlsMode::IstioMutual => {
-            if secret || files || !tls.ca_certificates.is_empty() {
+            if secret || files || !tls.ca_certificates.is_empty() || !tls.ca_cert_credential_name.is_empty() {
                 diagnostics.error(
                     path,
-                    "ISTIO_MUTUAL uses the mesh's own certificates; remove credentialName, serverCertificate, privateKey and caCertificates",
+                    "ISTIO_MUTUAL uses the mesh's own certificates; remove credentialName, serverCertificate, privateKey, caCertificates and caCertCredentialName",
                 );
             }
         }

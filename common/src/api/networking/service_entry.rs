@@ -31,7 +31,7 @@ const OTHER_ISTIO_PROTOCOLS: &[&str] = &["GRPC-WEB", "HTTP_PROXY", "MYSQL", "RED
     category = "networking-istio-io",
     printcolumn = r#"{"name":"Hosts","type":"string","description":"The names of the service","jsonPath":".spec.hosts"}"#,
     printcolumn = r#"{"name":"Location","type":"string","description":"Inside the mesh (MESH_INTERNAL) or outside it (MESH_EXTERNAL)","jsonPath":".spec.location"}"#,
-    printcolumn = r#"{"name":"Resolution","type":"string","description":"How endpoints are found (NONE, STATIC, DNS, DNS_ROUND_ROBIN)","jsonPath":".spec.resolution"}"#,
+    printcolumn = r#"{"name":"Resolution","type":"string","description":"How endpoints are found (NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS)","jsonPath":".spec.resolution"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -133,6 +133,9 @@ pub enum Resolution {
     Dns,
     /// The host is resolved by DNS and only the first address is used for new connections.
     DnsRoundRobin,
+    /// Each request's own host is resolved when it is made (Istio's dynamic forward proxy), for
+    /// wildcard hosts. The mesh does not resolve it itself yet and treats it as NONE.
+    DynamicDns,
 }
 
 impl ServiceEntrySpec {
@@ -210,7 +213,7 @@ fn hosts(entry: &ServiceEntrySpec, path: &FieldPath, diagnostics: &mut Diagnosti
             continue;
         }
         rules::hostname(host, true, &host_path, diagnostics);
-        if !host.starts_with('*') || resolution == Resolution::None {
+        if !host.starts_with('*') || matches!(resolution, Resolution::None | Resolution::DynamicDns) {
             continue;
         }
         if matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin) && entry.endpoints.is_empty() {
@@ -252,6 +255,7 @@ fn resolution_name(resolution: Resolution) -> &'static str {
         Resolution::Static => "STATIC",
         Resolution::Dns => "DNS",
         Resolution::DnsRoundRobin => "DNS_ROUND_ROBIN",
+        Resolution::DynamicDns => "DYNAMIC_DNS",
     }
 }
 
@@ -335,6 +339,15 @@ fn endpoints(entry: &ServiceEntrySpec, path: &FieldPath, context: &ValidationCon
             &path.field("endpoints"),
             "resolution NONE takes no endpoints; use resolution STATIC or DNS to list endpoints",
         ),
+        Resolution::DynamicDns => {
+            diagnostics.unsupported(&path.field("resolution"));
+            if !entry.endpoints.is_empty() {
+                diagnostics.error(
+                    &path.field("endpoints"),
+                    "resolution DYNAMIC_DNS resolves each request's host and takes no endpoints; use DNS to list them",
+                );
+            }
+        }
         Resolution::Static if entry.endpoints.is_empty() && entry.workload_selector.is_none() => diagnostics.warning(
             &path.field("endpoints"),
             "resolution STATIC without endpoints or a workloadSelector has nowhere to send traffic; list endpoints \

@@ -50,7 +50,8 @@ pub struct RequestAuthenticationSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JwtRule {
     /// The token's required `iss` claim, such as `https://accounts.example.com` or
-    /// `testing@secure.istio.io`.
+    /// `testing@secure.istio.io`. May be left out when `jwksUri` is set: then any issuer
+    /// whose token verifies against those keys is accepted.
     #[serde(default)]
     pub issuer: String,
     /// Accepted `aud` claims; a token must carry one of them. Empty accepts tokens whose audience
@@ -91,6 +92,10 @@ pub struct JwtRule {
     /// How long fetching `jwksUri` may take before it fails (default 5s); at least 1ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Claims whose string value is a space-separated list, split into a list so that
+    /// authorization can match one element; `scope` and `permission` always are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
 }
 
 impl JwtRule {
@@ -146,8 +151,11 @@ impl Validate for RequestAuthenticationSpec {
 }
 
 fn validate_jwt_rule(rule: &JwtRule, path: &FieldPath, diagnostics: &mut Diagnostics) {
-    if rule.issuer.is_empty() {
-        diagnostics.error(&path.field("issuer"), "issuer is required; set it to the iss claim of accepted tokens");
+    if rule.issuer.is_empty() && rule.jwks_location().is_none() {
+        diagnostics.error(
+            &path.field("issuer"),
+            "set issuer (the iss claim of accepted tokens), or jwksUri to accept any issuer whose tokens those keys verify",
+        );
     }
     if rule.jwks_uri.is_some() && rule.jwks_uri_legacy.is_some() {
         diagnostics.error(&path.field("jwks_uri"), "jwks_uri is the old spelling of jwksUri; set only jwksUri");

@@ -53,7 +53,8 @@ fn authorization_policies_apply_by_namespace_root_and_selector_deny_before_allow
     let authorization = &ratings.tables.inbound.authorization;
     assert_eq!(
         names(&authorization.deny),
-        ["AuthorizationPolicy default/ratings-only", "AuthorizationPolicy istio-system/deny-blocked"]
+        ["AuthorizationPolicy istio-system/deny-blocked", "AuthorizationPolicy default/ratings-only"],
+        "no creation times: by name, then namespace, as Istio's store orders them"
     );
     assert_eq!(
         names(&authorization.allow),
@@ -86,6 +87,6 @@ fn request_authentications_apply_like_authorization_policies() {
             .collect()
     };
     let ratings = compile_for("default", "ratings-v1", &[yaml]);
-    assert_eq!(names_of(&ratings), ["jwt-ratings", "jwt-mesh"], "no creation times: by namespace, then name");
+    assert_eq!(names_of(&ratings), ["jwt-mesh", "jwt-ratings"], "no creation times: by name, then namespace");
     assert_eq!(names_of(&compile_for("default", "reviews-v1", &[yaml])), ["jwt-mesh"]);
 }

@@ -5,6 +5,7 @@
 mod clusters;
 mod gateway;
 mod inbound;
+mod istio_tasks;
 mod routing;
 mod visibility;
 

@@ -315,3 +315,13 @@ fn source_namespace_conditions_are_decided_per_proxy() {
     let route = route_of(&from_default.tables, 9080, "reviews", &TestRequest::get("/"));
     assert_eq!(forwards(route), vec![(cluster_name("reviews", "v1", 9080), 100)]);
 }
+
+#[test]
+fn created_in_the_same_second_the_name_breaks_the_tie() {
+    let conflict = fixture!("reviews-conflict.yaml").replace("2024-06-01T00:00:00Z", "2024-01-01T00:00:00Z");
+    let compiled = compile_for_productpage(&[fixture!("reviews-subsets.yaml"), &conflict]);
+    let route = route_of(&compiled.tables, 9080, "reviews", &TestRequest::get("/"));
+    assert_eq!(forwards(route), vec![(cluster_name("reviews", "v2", 9080), 100)], "reviews-newer < reviews-older");
+    let conflicts = diagnostics_of(&compiled, DiagnosticCode::HostConflict);
+    assert_eq!(conflicts.iter().map(|d| d.diagnostic.object.name.as_str()).collect::<Vec<_>>(), ["reviews-older"]);
+}

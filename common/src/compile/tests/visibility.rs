@@ -138,3 +138,20 @@ fn sidecar_egress_on_a_port_admits_hosts_on_that_port_only() {
     assert!(compiled.tables.listener(9001).is_none());
     assert!(compiled.tables.listener(9080).is_none());
 }
+
+#[test]
+fn export_to_a_namespace_list_admits_exactly_those_namespaces() {
+    let listed = fixture!("reviews-80-20.yaml").replace("  hosts: [reviews]", "  exportTo: [prod]\n  hosts: [reviews]");
+    let texts = [fixture!("reviews-subsets.yaml"), listed.as_str()];
+    let in_prod = compile_for("prod", "httpbin-v1", &texts);
+    assert_eq!(forwards(route_of(&in_prod.tables, 9080, "reviews.default", &TestRequest::get("/"))).len(), 2);
+    let in_default = compile_for_productpage(&texts);
+    let route = route_of(&in_default.tables, 9080, "reviews", &TestRequest::get("/"));
+    assert_eq!(route.origin.resource, None, "the VS's own namespace is not listed, so it does not apply there");
+
+    let everywhere =
+        fixture!("reviews-80-20.yaml").replace("  hosts: [reviews]", "  exportTo: [\"*\"]\n  hosts: [reviews]");
+    let texts = [fixture!("reviews-subsets.yaml"), everywhere.as_str()];
+    let in_prod = compile_for("prod", "httpbin-v1", &texts);
+    assert_eq!(forwards(route_of(&in_prod.tables, 9080, "reviews.default", &TestRequest::get("/"))).len(), 2);
+}

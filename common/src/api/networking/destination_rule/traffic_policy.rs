@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{ClientTLSSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, Subset};
-use crate::api::{Duration, PortSelector};
+use crate::api::PortSelector;
 
 /// Everything a proxy applies to traffic towards one destination.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -104,9 +104,6 @@ pub struct RetryBudget {
     /// Retries always allowed in flight regardless of the percentage; Istio's default is 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retry_concurrency: Option<u32>,
-    /// Requests of this recent window count towards the budget; by default only active ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_interval: Option<Duration>,
 }
 
 impl TrafficPolicy {

@@ -78,6 +78,9 @@ pub(super) fn retry_rules(retries: &HttpRetry, path: &FieldPath, diagnostics: &m
     if let Some(timeout) = retries.per_try_timeout {
         rules::duration_at_least(timeout, ONE_MILLISECOND, &path.field("perTryTimeout"), diagnostics);
     }
+    if let Some(backoff) = retries.backoff {
+        rules::duration_at_least(backoff, ONE_MILLISECOND, &path.field("backoff"), diagnostics);
+    }
     if !retries.retry_on.is_empty() {
         for condition in retries.retry_on.split(',').map(str::trim) {
             if !is_retry_condition(condition) {
@@ -90,9 +93,6 @@ pub(super) fn retry_rules(retries: &HttpRetry, path: &FieldPath, diagnostics: &m
                 );
             }
         }
-    }
-    if retries.retry_remote_localities.is_some() {
-        diagnostics.unsupported(&path.field("retryRemoteLocalities"));
     }
 }
 
@@ -145,9 +145,6 @@ fn abort_rules(abort: &HttpAbort, path: &FieldPath, diagnostics: &mut Diagnostic
         && !(200..=599).contains(&status)
     {
         diagnostics.error(&path.field("httpStatus"), format!("HTTP status {status} is out of range; use 200 to 599"));
-    }
-    if abort.grpc_status.is_some() {
-        diagnostics.unsupported(&path.field("grpcStatus"));
     }
     if abort.http2_error.is_some() {
         diagnostics.unsupported(&path.field("http2Error"));

@@ -57,6 +57,10 @@ pub struct HttpRoute {
     /// Deprecated integer form of `mirrorPercentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
+    /// The older snake_case spelling of `mirrorPercent`, still in Istio's schema; it means the
+    /// same and may not be set together with it. Read [`HttpRoute::mirror_share`] instead.
+    #[serde(rename = "mirror_percent", default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent_legacy: Option<u32>,
     /// Several mirror destinations, each with its own share; not combined with `mirror`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HttpMirrorPolicy>,
@@ -66,6 +70,16 @@ pub struct HttpRoute {
     /// Headers set, added or removed on every request and response of the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+}
+
+impl HttpRoute {
+    /// The percentage of requests `mirror` copies, whichever field says it; 100 when none does.
+    pub fn mirror_share(&self) -> f64 {
+        self.mirror_percentage
+            .map(|percentage| percentage.value)
+            .or(self.mirror_percent.or(self.mirror_percent_legacy).map(f64::from))
+            .unwrap_or(100.0)
+    }
 }
 
 /// Conditions on a request; every field set must hold (they are AND-ed).
@@ -251,6 +265,13 @@ pub struct HttpRetry {
     /// Whether retries may go to endpoints in other localities than the failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
+    /// Whether a retry avoids the endpoints earlier attempts failed on; Istio's default is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// The base interval between attempts (grown exponentially, with jitter); Istio's default
+    /// is 25ms. At least 1ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
 }
 
 /// Faults injected into a share of requests.

@@ -164,6 +164,9 @@ pub struct L4MatchAttributes {
     /// Only connections from workloads in this namespace match (sidecars only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source_namespace: String,
+    /// Only connections from this IP address or CIDR block match (`10.1.0.0/16`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_subnet: String,
 }
 
 impl VirtualServiceSpec {

@@ -156,7 +156,7 @@ fn an_abort_sets_one_kind_of_error() {
         delay: None,
         abort: Some(super::super::HttpAbort {
             http_status: Some(503),
-            grpc_status: Some("UNAVAILABLE".into()),
+            http2_error: Some("REFUSED_STREAM".into()),
             ..Default::default()
         }),
     });
@@ -166,7 +166,7 @@ fn an_abort_sets_one_kind_of_error() {
     assert!(errors[0].contains("spec.http[0].fault.abort: set exactly one of httpStatus, grpcStatus or http2Error"));
     assert_eq!(
         found.of(Severity::Unsupported).next().map(|d| d.field.to_string()).as_deref(),
-        Some("spec.http[0].fault.abort.grpcStatus")
+        Some("spec.http[0].fault.abort.http2Error")
     );
 }
 
@@ -189,4 +189,13 @@ fn query_params_match_exactly_or_by_regex_and_jwt_claims_are_not_supported() {
     assert!(messages.iter().any(|m| {
         m.contains("error: spec.http[0].match[0].queryParams[page]: query parameters match by exact or regex only")
     }));
+}
+
+#[test]
+fn the_mirror_share_reads_every_spelling_istio_accepts() {
+    let parse = |yaml: &str| serde_yaml::from_str::<HttpRoute>(yaml).unwrap().mirror_share();
+    assert_eq!(parse("mirror: {host: a}"), 100.0);
+    assert_eq!(parse("mirror: {host: a}\nmirrorPercentage: {value: 0.5}"), 0.5);
+    assert_eq!(parse("mirror: {host: a}\nmirrorPercent: 20"), 20.0);
+    assert_eq!(parse("mirror: {host: a}\nmirror_percent: 30"), 30.0);
 }

@@ -241,7 +241,10 @@ impl Checker<'_> {
         }
         if let Some(mirror) = &route.mirror {
             self.destination(mirror, &path.field("mirror"));
-        } else if route.mirror_percentage.is_some() || route.mirror_percent.is_some() {
+        } else if route.mirror_percentage.is_some()
+            || route.mirror_percent.is_some()
+            || route.mirror_percent_legacy.is_some()
+        {
             self.diagnostics.warning(
                 &path.field(if route.mirror_percentage.is_some() { "mirrorPercentage" } else { "mirrorPercent" }),
                 "has no effect without mirror; set mirror, or use mirrors[].percentage",
@@ -250,13 +253,20 @@ impl Checker<'_> {
         if let Some(percentage) = &route.mirror_percentage {
             rules::percent(percentage, &path.field("mirrorPercentage"), self.diagnostics);
         }
-        if let Some(percent) = route.mirror_percent
-            && percent > 100
-        {
+        if route.mirror_percent.is_some() && route.mirror_percent_legacy.is_some() {
             self.diagnostics.error(
-                &path.field("mirrorPercent"),
-                format!("{percent} is not a percentage; use a number from 0 to 100"),
+                &path.field("mirror_percent"),
+                "mirror_percent is the old spelling of mirrorPercent; set only mirrorPercentage",
             );
+        }
+        for (field, value) in [("mirrorPercent", route.mirror_percent), ("mirror_percent", route.mirror_percent_legacy)]
+        {
+            if let Some(percent) = value
+                && percent > 100
+            {
+                self.diagnostics
+                    .error(&path.field(field), format!("{percent} is not a percentage; use a number from 0 to 100"));
+            }
         }
         for (index, mirror) in route.mirrors.iter().enumerate() {
             let path = path.field("mirrors").index(index);
@@ -301,7 +311,7 @@ impl Checker<'_> {
                 );
             }
         }
-        subnets(&condition.destination_subnets, &path.field("destinationSubnets"), self.diagnostics);
+        rules::subnets(&condition.destination_subnets, &path.field("destinationSubnets"), self.diagnostics);
         self.common_match(
             condition.port,
             &condition.source_labels,
@@ -322,7 +332,12 @@ impl Checker<'_> {
     }
 
     fn l4_match(&mut self, condition: &L4MatchAttributes, path: &FieldPath) {
-        subnets(&condition.destination_subnets, &path.field("destinationSubnets"), self.diagnostics);
+        rules::subnets(&condition.destination_subnets, &path.field("destinationSubnets"), self.diagnostics);
+        if !condition.source_subnet.is_empty() {
+            let source_path = path.field("sourceSubnet");
+            self.diagnostics.unsupported(&source_path);
+            rules::subnet(&condition.source_subnet, &source_path, self.diagnostics);
+        }
         self.common_match(
             condition.port,
             &condition.source_labels,
@@ -458,17 +473,6 @@ pub(crate) fn header_operations(headers: &Headers, path: &FieldPath, diagnostics
         }
         for (index, name) in remove.iter().enumerate() {
             header_name(name, &path.field("remove").index(index), diagnostics);
-        }
-    }
-}
-
-fn subnets(values: &[String], path: &FieldPath, diagnostics: &mut Diagnostics) {
-    for (index, value) in values.iter().enumerate() {
-        if value.parse::<ipnet::IpNet>().is_err() && value.parse::<std::net::IpAddr>().is_err() {
-            diagnostics.error(
-                &path.index(index),
-                format!("{value:?} is not an IP address or CIDR block; use for example 10.1.0.0/16 or 10.1.2.3"),
-            );
         }
     }
 }

@@ -367,7 +367,8 @@ mod tests {
 
     fn report_for(check: impl FnOnce(&FieldPath, &mut Diagnostics)) -> Diagnostics {
         let mut diagnostics = Diagnostics::new(ObjectRef::new("AuthorizationPolicy", "foo", "httpbin"));
-        check(&FieldPath::spec().field("value"), &mut diagnostics);
+        let paths = FieldPath::spec().field("rules").index(0).field("to").index(0).field("operation").field("paths");
+        check(&paths.index(0), &mut diagnostics);
         diagnostics
     }
 

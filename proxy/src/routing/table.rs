@@ -1,0 +1,271 @@
+//! The data path's side of the compiled tables: for every route, its destinations resolved to
+//! upstreams (endpoint addresses, round-robin cursor, counters) and its header operations
+//! parsed, so a request is routed with lookups and comparisons only.
+//!
+//! `common::compile` gives the tables (what matches, where it goes, by cluster key); this adds
+//! what only a running proxy has: socket addresses, balancing state and counters. It mirrors
+//! the tables' shape (virtual host by name, routes by index), built once per config.
+
+use crate::http::header_ops::HeaderOps;
+use crate::reason::Reason;
+use crate::route::UpstreamProtocol;
+use crate::stats::ClusterStats;
+use bytes::Bytes;
+use common::api::Headers;
+use common::api::networking::virtual_service::{HttpDirectResponse, HttpRedirect};
+use common::compile::{Cluster, ClusterKey, HttpAction, ProxyTables, RouteOrigin, WeightedClusters};
+use common::registry::{EndpointAddress, Protocol, Resolution};
+use http::{HeaderValue, StatusCode};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// One cluster as the data path uses it.
+pub struct Upstream {
+    pub key: ClusterKey,
+    pub stats: Arc<ClusterStats>,
+    pub protocol: UpstreamProtocol,
+    /// Ready endpoints, in the order compiled.
+    endpoints: Vec<SocketAddr>,
+    /// Round-robin cursor: one relaxed atomic add per pick, no lock.
+    next: AtomicUsize,
+    /// Why the cluster cannot take traffic (and the `x-mesh-reason` value), if it cannot.
+    pub unavailable: Option<(Reason, HeaderValue)>,
+    /// Endpoints are "the address dialled" (headless services, resolution NONE).
+    pub passthrough: bool,
+}
+
+impl Upstream {
+    fn new(cluster: &Cluster, stats: Arc<ClusterStats>) -> Self {
+        let endpoints: Vec<SocketAddr> = cluster
+            .endpoints
+            .iter()
+            .filter_map(|e| match e.address {
+                EndpointAddress::Ip(ip) => Some(SocketAddr::new(ip, e.port)),
+                EndpointAddress::Hostname(_) => None,
+            })
+            .collect();
+        let passthrough = cluster.resolution == Resolution::Passthrough;
+        let unavailable = match cluster.unavailable_reason() {
+            Some(text) => {
+                let reason = if text.starts_with("subset_not_found") {
+                    Reason::SubsetNotFound
+                } else {
+                    Reason::NoHealthyUpstream
+                };
+                Some((reason, header_value(&text, reason)))
+            }
+            None if endpoints.is_empty() && !passthrough => {
+                let text = format!("{} {}", Reason::DnsUnsupported.as_str(), cluster.key);
+                Some((Reason::DnsUnsupported, header_value(&text, Reason::DnsUnsupported)))
+            }
+            None => None,
+        };
+        let protocol = match cluster.protocol {
+            Protocol::Http2 | Protocol::Grpc => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::SameAsDownstream,
+        };
+        Upstream {
+            key: cluster.key.clone(),
+            stats,
+            protocol,
+            endpoints,
+            next: AtomicUsize::new(0),
+            unavailable,
+            passthrough,
+        }
+    }
+
+    /// The next endpoint in turn; for a passthrough cluster, the address the client dialled.
+    pub fn pick(&self, original_dst: Option<SocketAddr>) -> Option<SocketAddr> {
+        if self.passthrough {
+            return original_dst;
+        }
+        let n = self.next.fetch_add(1, Relaxed);
+        self.endpoints.get(n % self.endpoints.len().max(1)).copied()
+    }
+
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+}
+
+fn header_value(text: &str, reason: Reason) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(reason.as_str()))
+}
+
+/// One weighted destination with the header changes that go with it.
+pub struct Dest {
+    pub upstream: Arc<Upstream>,
+    pub weight: u32,
+    /// The route's request operations, then the destination's.
+    pub request_ops: HeaderOps,
+    /// The route's response operations, then the destination's; `None` when there are none.
+    pub response_ops: Option<Arc<HeaderOps>>,
+}
+
+/// Destinations chosen by weight.
+pub struct Destinations {
+    list: Vec<Dest>,
+    total: u32,
+}
+
+impl Destinations {
+    /// A destination drawn by weight (thread-local random numbers: no shared state).
+    pub fn pick(&self) -> Option<&Dest> {
+        match self.list.len() {
+            0 => None,
+            1 => self.list.first(),
+            _ if self.total == 0 => None,
+            _ => {
+                let mut roll = fastrand::u32(0..self.total);
+                self.list.iter().find(|d| {
+                    if roll < d.weight {
+                        return true;
+                    }
+                    roll -= d.weight;
+                    false
+                })
+            }
+        }
+    }
+}
+
+/// What an HTTP route does, ready to run.
+pub enum Action {
+    Forward(Destinations),
+    Redirect { redirect: HttpRedirect, status: StatusCode, response_ops: Option<Arc<HeaderOps>> },
+    Direct { status: StatusCode, body: Bytes, response_ops: Option<Arc<HeaderOps>> },
+}
+
+/// The runtime part of one virtual host: its routes' actions by index, as in the tables.
+#[derive(Default)]
+pub struct HostRoutes {
+    pub http: Vec<Action>,
+    pub tls: Vec<Destinations>,
+    pub tcp: Vec<Destinations>,
+}
+
+/// Everything the data path adds to one config's tables.
+#[derive(Default)]
+pub struct Routing {
+    /// By virtual host name (`host:port`).
+    pub hosts: HashMap<String, HostRoutes>,
+    pub upstreams: BTreeMap<ClusterKey, Arc<Upstream>>,
+}
+
+/// A route the proxy cannot run, named by resource and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{resource} {field}: {message}")]
+pub struct BuildError {
+    pub resource: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl BuildError {
+    fn at(origin: &RouteOrigin, message: String) -> Self {
+        BuildError {
+            resource: origin.resource.as_ref().map_or("default route".into(), |r| r.to_string()),
+            field: origin.field.clone(),
+            message,
+        }
+    }
+}
+
+impl Routing {
+    /// Builds the runtime tables. Counters of clusters `previous` already had are kept.
+    pub fn build(tables: &ProxyTables, previous: Option<&Routing>) -> Result<Routing, BuildError> {
+        let upstreams: BTreeMap<ClusterKey, Arc<Upstream>> = tables
+            .clusters
+            .iter()
+            .map(|(key, cluster)| {
+                let stats = previous
+                    .and_then(|p| p.upstreams.get(key))
+                    .map(|u| u.stats.clone())
+                    .unwrap_or_else(|| Arc::new(ClusterStats::new(key.to_string())));
+                (key.clone(), Arc::new(Upstream::new(cluster, stats)))
+            })
+            .collect();
+        let mut routing = Routing { hosts: HashMap::new(), upstreams };
+        for listener in tables.outbound.values() {
+            for host in &listener.virtual_hosts {
+                let mut runtime = HostRoutes::default();
+                for route in &host.http_routes {
+                    let action = routing.action(&route.action, route.headers.as_ref());
+                    runtime.http.push(action.map_err(|m| BuildError::at(&route.origin, m))?);
+                }
+                for route in &host.tls_routes {
+                    let destinations = routing.destinations(&route.destinations, None);
+                    runtime.tls.push(destinations.map_err(|m| BuildError::at(&route.origin, m))?);
+                }
+                for route in &host.tcp_routes {
+                    let destinations = routing.destinations(&route.destinations, None);
+                    runtime.tcp.push(destinations.map_err(|m| BuildError::at(&route.origin, m))?);
+                }
+                routing.hosts.insert(host.name.clone(), runtime);
+            }
+        }
+        Ok(routing)
+    }
+
+    fn action(&self, action: &HttpAction, headers: Option<&Headers>) -> Result<Action, String> {
+        let response_ops = |headers: Option<&Headers>| -> Result<Option<Arc<HeaderOps>>, String> {
+            let mut ops = HeaderOps::default();
+            if let Some(response) = headers.and_then(|h| h.response.as_ref()) {
+                ops.extend(response).map_err(|e| format!("headers.response: {e}"))?;
+            }
+            Ok((!ops.is_empty()).then(|| Arc::new(ops)))
+        };
+        Ok(match action {
+            HttpAction::Forward(weighted) => Action::Forward(self.destinations(weighted, headers)?),
+            HttpAction::Redirect(redirect) => {
+                let code = redirect.redirect_code.unwrap_or(301);
+                let status = u16::try_from(code)
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .ok_or(format!("redirect.redirectCode {code} is not a status code"))?;
+                Action::Redirect { redirect: redirect.clone(), status, response_ops: response_ops(headers)? }
+            }
+            HttpAction::DirectResponse(direct) => direct_response(direct, response_ops(headers)?)?,
+        })
+    }
+
+    fn destinations(&self, weighted: &WeightedClusters, headers: Option<&Headers>) -> Result<Destinations, String> {
+        let mut list = Vec::new();
+        for (index, wc) in weighted.clusters.iter().enumerate() {
+            let upstream = self.upstreams.get(&wc.cluster).cloned().ok_or(format!("cluster {} missing", wc.cluster))?;
+            let mut request_ops = HeaderOps::default();
+            let mut response_ops = HeaderOps::default();
+            for (h, field) in
+                [(headers, "headers".to_string()), (wc.headers.as_ref(), format!("route[{index}].headers"))]
+            {
+                if let Some(request) = h.and_then(|h| h.request.as_ref()) {
+                    request_ops.extend(request).map_err(|e| format!("{field}.request: {e}"))?;
+                }
+                if let Some(response) = h.and_then(|h| h.response.as_ref()) {
+                    response_ops.extend(response).map_err(|e| format!("{field}.response: {e}"))?;
+                }
+            }
+            let response_ops = (!response_ops.is_empty()).then(|| Arc::new(response_ops));
+            list.push(Dest { upstream, weight: wc.weight, request_ops, response_ops });
+        }
+        Ok(Destinations { list, total: weighted.total_weight })
+    }
+}
+
+fn direct_response(direct: &HttpDirectResponse, response_ops: Option<Arc<HeaderOps>>) -> Result<Action, String> {
+    let status = u16::try_from(direct.status)
+        .ok()
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(format!("directResponse.status {} is not a status code", direct.status))?;
+    let body = match &direct.body {
+        Some(body) if body.bytes.is_some() => {
+            return Err("directResponse.body.bytes is not supported yet; use body.string".into());
+        }
+        Some(body) => Bytes::from(body.string.clone().unwrap_or_default()),
+        None => Bytes::new(),
+    };
+    Ok(Action::Direct { status, body, response_ops })
+}
