@@ -103,7 +103,8 @@ spec:
         image: mesh/test-http:dev
         args: ["8080"]
         ports: [{name: http, containerPort: 8080}]
-        # The kubelet's probe crosses the inbound capture (probe rewrite is off in the manifest).
+        # Rewritten by the injector to the sidecar's :15021/app-health/web/readyz, which the
+        # proxy answers by probing the app on localhost (so the probe survives STRICT mTLS).
         readinessProbe:
           httpGet: {path: /ready, port: http}
           periodSeconds: 1
@@ -124,8 +125,17 @@ containers="$(k -n "$mesh" get pod "$pod" -o jsonpath='{.spec.containers[*].name
 [[ $containers == "istio-proxy web" ]] || fail "pod $mesh/$pod has containers '$containers', want 'istio-proxy web'"
 k -n "$mesh" get pod "$pod" -o jsonpath='{.metadata.annotations.sidecar\.istio\.io/status}' | grep -q '"native":false' \
     || fail "pod $mesh/$pod has no classic sidecar status annotation"
+probe="$(k -n "$mesh" get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="web")].readinessProbe.httpGet.port}{.spec.containers[?(@.name=="web")].readinessProbe.httpGet.path}')"
+[[ $probe == 15021/app-health/web/readyz ]] || fail "pod $mesh/$pod: readiness probe not rewritten to the sidecar: '$probe'"
 until_ok 120 k -n "$mesh" wait --for=condition=Ready "pod/$pod" --timeout=5s \
-    || fail "pod $mesh/$pod did not become Ready"
+    || fail "pod $mesh/$pod did not become Ready (through the sidecar's /app-health)"
+# The answer is the app's: once the app fails its readiness, the pod leaves Ready, and returns.
+pod_ip="$(k -n "$mesh" get pod "$pod" -o jsonpath='{.status.podIP}')"
+curl -fsS --max-time 10 "http://$pod_ip:8080/fail-readiness" >/dev/null || fail "cannot reach the app at $pod_ip:8080"
+not_ready() { [[ "$(k -n "$mesh" get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == False ]]; }
+until_ok 30 not_ready || fail "pod $mesh/$pod stayed Ready although its app fails readiness"
+curl -fsS --max-time 10 "http://$pod_ip:8080/recover" >/dev/null || fail "cannot reach the app at $pod_ip:8080"
+until_ok 30 k -n "$mesh" wait --for=condition=Ready "pod/$pod" --timeout=5s || fail "pod $mesh/$pod did not recover"
 uid="$(k -n "$mesh" get pod "$pod" -o jsonpath='{.metadata.uid}')"
 netns="${NETNS_PREFIX}pod-${mesh}_${pod}-${uid:0:8}"
 rules="$(ip netns exec "$netns" iptables-save -t nat 2>/dev/null || true)"

@@ -10,7 +10,9 @@ pub mod ports {
     pub const HEALTH: u16 = 15021;
     pub const PROXY_METRICS: u16 = 15090;
     pub const WEBHOOK: u16 = 15017;
-    pub const CONTROLLER_TLS: u16 = 15012;
+    /// The controller's config stream. Plaintext 15010 until the stream's TLS port (15012) is
+    /// served: a proxy pointed at 15012 today would find nothing and route nothing.
+    pub const CONTROLLER_CONFIG: u16 = 15010;
 }
 
 /// The UID (and GID) the proxy runs as; the capture rules never redirect its traffic.
@@ -89,7 +91,7 @@ impl Default for InjectConfig {
         InjectConfig {
             proxy_image: "mesh/proxy:dev".into(),
             image_pull_policy: None,
-            controller_address: format!("mesh-controller.{ns}.svc:{}", ports::CONTROLLER_TLS),
+            controller_address: format!("mesh-controller.{ns}.svc:{}", ports::CONTROLLER_CONFIG),
             control_plane_namespace: ns,
             ca_audience: "istio-ca".into(),
             trust_domain: "cluster.local".into(),

@@ -40,7 +40,7 @@ struct InjectArgs {
     /// Namespace of the control plane; its pods are never injected.
     #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
     control_plane_namespace: String,
-    /// The controller's TLS gRPC address (default mesh-controller.<namespace>.svc:15012).
+    /// The controller's config-stream address (default mesh-controller.<namespace>.svc:15010).
     #[arg(long)]
     controller_address: Option<String>,
     /// Audience of the sidecar's projected token, which the controller's CA checks.
@@ -63,7 +63,7 @@ impl InjectArgs {
             controller_address: self
                 .controller_address
                 .clone()
-                .unwrap_or_else(|| format!("mesh-controller.{ns}.svc:{}", ports::CONTROLLER_TLS)),
+                .unwrap_or_else(|| format!("mesh-controller.{ns}.svc:{}", ports::CONTROLLER_CONFIG)),
             ca_audience: self.ca_audience.clone(),
             trust_domain: self.trust_domain.clone(),
             default_mode,

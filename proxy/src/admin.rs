@@ -5,7 +5,8 @@
 //! addresses because the kubelet probes it from outside the pod. Both run on the same runtime
 //! as the data path but do no work on the request path: they only read atomics.
 
-use crate::drain::Drain;
+use crate::drain::{Drain, DrainHold};
+use crate::probes::ProbeSource;
 use crate::route::ConnectionRouter;
 use crate::stats::Stats;
 use bytes::Bytes;
@@ -15,8 +16,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
 /// What the admin and readiness endpoints report.
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub config: serde_json::Value,
     /// Asked for the routing part of `/config_dump` and for `/clusters` at each request.
     pub router: Arc<dyn ConnectionRouter>,
+    /// The app's original probes, answered under `/app-health/` on the readiness port.
+    pub app_probes: Option<ProbeSource>,
 }
 
 impl AdminState {
@@ -39,8 +42,8 @@ impl AdminState {
 
 type Body = Full<Bytes>;
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     r
@@ -52,7 +55,11 @@ fn json(value: &serde_json::Value) -> Response<Body> {
     r
 }
 
-fn admin(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+/// Holds the drain open until a `/quitquitquit` answer has been written: without it the
+/// process could exit before replying when no other connection is open.
+type QuitHold = Arc<Mutex<Option<DrainHold>>>;
+
+fn admin(req: &Request<Incoming>, state: &AdminState, hold: &QuitHold) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready") => match state.is_ready() {
             true => text(StatusCode::OK, "LIVE\n"),
@@ -61,8 +68,13 @@ fn admin(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
         },
         (&Method::POST, "/quitquitquit") => {
             tracing::info!("drain requested via /quitquitquit");
+            if let Ok(mut slot) = hold.lock() {
+                *slot = Some(state.drain.hold());
+            }
             state.drain.start();
-            text(StatusCode::OK, "OK\n")
+            let mut r = text(StatusCode::OK, "OK\n");
+            r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            r
         }
         (_, "/quitquitquit") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         (&Method::GET, "/config_dump") => {
@@ -78,10 +90,14 @@ fn admin(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
     }
 }
 
-fn readiness(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
-    match req.uri().path() {
-        "/healthz/ready" if state.is_ready() => text(StatusCode::OK, ""),
-        "/healthz/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+async fn readiness(req: &Request<Incoming>, state: &AdminState) -> Response<Body> {
+    match (req.uri().path(), &state.app_probes) {
+        ("/healthz/ready", _) if state.is_ready() => text(StatusCode::OK, ""),
+        ("/healthz/ready", _) => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (path, Some(source)) if path.starts_with("/app-health/") => {
+            let outcome = crate::probes::answer(source, path).await;
+            text(outcome.status, outcome.message)
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -107,17 +123,24 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, endpoints: End
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let hold = QuitHold::default();
+            let for_service = hold.clone();
             let service = service_fn(move |req: Request<Incoming>| {
-                let resp = match endpoints {
-                    Endpoints::Admin => admin(&req, &state),
-                    Endpoints::Readiness => readiness(&req, &state),
-                };
-                async move { Ok::<_, Infallible>(resp) }
+                let (state, hold) = (state.clone(), for_service.clone());
+                async move {
+                    let resp = match endpoints {
+                        Endpoints::Admin => admin(&req, &state, &hold),
+                        Endpoints::Readiness => readiness(&req, &state).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             if let Err(error) = conn.await {
                 tracing::debug!(?endpoints, %error, "admin connection error");
             }
+            // The answer is written (or the client left): the drain may finish now.
+            drop(hold);
         });
     }
 }

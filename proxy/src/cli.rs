@@ -7,6 +7,7 @@ use crate::config::identity::IdentitySettings;
 use crate::init::{Options, Selection, TrafficSettings};
 use crate::listener::OriginalDst;
 use crate::logging::LogFormat;
+use crate::probes::ProbeSource;
 use crate::proxy::ProxyConfig;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Install the traffic capture rules in this network namespace (the pod's init step).
     Init(InitArgs),
 }
@@ -72,6 +73,15 @@ pub struct RunArgs {
     /// How often the config file is checked for changes.
     #[arg(long, env = "MESH_CONFIG_POLL", default_value = "1s", value_parser = parse_duration)]
     pub config_poll: Duration,
+    /// The app's original probes as JSON (the value of the `sidecar.istio.io/appProbers`
+    /// annotation), answered on the readiness port under `/app-health/`. Without it they are
+    /// read from `annotations` in --pod-info-dir at each probe.
+    #[arg(long, env = "MESH_APP_PROBERS", value_name = "JSON")]
+    pub app_probers: Option<String>,
+    /// The controller's config stream (`host:port`, plaintext gRPC, 15010), used when there is
+    /// no --config-file. The last good config keeps serving while it is unreachable.
+    #[arg(long, env = "MESH_CONTROLLER_ADDRESS", value_name = "ADDR")]
+    pub controller: Option<String>,
     #[command(flatten)]
     pub identity: IdentityArgs,
 }
@@ -94,12 +104,22 @@ pub struct IdentityArgs {
     /// A downward-API file of the pod's labels (`key="value"` lines).
     #[arg(long, env = "POD_LABELS_FILE", value_name = "FILE")]
     pub pod_labels_file: Option<PathBuf>,
+    /// The pod's labels as a JSON object, as the injector passes them at creation; the labels
+    /// file (live) and --pod-labels win over them.
+    #[arg(long, env = "ISTIO_METAJSON_LABELS", value_name = "JSON", value_parser = parse_json_labels)]
+    pub pod_labels_json: Option<BTreeMap<String, String>>,
     /// The pod's IPs, comma-separated (else the Pod object's in the config).
     #[arg(long, env = "INSTANCE_IPS", default_value = "", value_parser = parse_ips)]
     pub instance_ips: IpList,
+    /// The pod's IP (`status.podIP` from the downward API); used when --instance-ips is empty.
+    #[arg(long, env = "INSTANCE_IP", value_name = "IP")]
+    pub instance_ip: Option<IpAddr>,
     /// The cluster's DNS suffix.
     #[arg(long, env = "MESH_DNS_DOMAIN", default_value = "cluster.local")]
     pub dns_domain: String,
+    /// The injector's downward-API directory: `labels` and `annotations` of the pod.
+    #[arg(long, env = "MESH_POD_INFO_DIR", value_name = "DIR")]
+    pub pod_info_dir: Option<PathBuf>,
 }
 
 /// IP addresses from one flag (a newtype, so clap takes the whole list as one value).
@@ -110,6 +130,10 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     crate::config::identity::parse_labels(s).map_err(|e| e.to_string())
 }
 
+fn parse_json_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(s).map_err(|e| format!("expected a JSON object of label strings: {e}"))
+}
+
 fn parse_ips(s: &str) -> Result<IpList, String> {
     crate::config::identity::parse_ips(s).map(IpList).map_err(|e| e.to_string())
 }
@@ -118,19 +142,38 @@ impl RunArgs {
     /// Where routing config comes from, if anywhere.
     pub fn config_source(&self) -> Option<ConfigSource> {
         let path = self.config_file.clone()?;
+        Some(ConfigSource { path, domain: self.identity.dns_domain.clone(), identity: self.identity_settings() })
+    }
+
+    /// Who this proxy is: the flags, else what the injector sets (the downward-API env vars and
+    /// the `labels` file in --pod-info-dir).
+    pub fn identity_settings(&self) -> IdentitySettings {
         let id = &self.identity;
-        Some(ConfigSource {
-            path,
-            domain: id.dns_domain.clone(),
-            identity: IdentitySettings {
-                pod_name: id.pod_name.clone(),
-                namespace: id.pod_namespace.clone(),
-                service_account: id.service_account.clone(),
-                labels: id.pod_labels.clone(),
-                labels_file: id.pod_labels_file.clone(),
-                ips: id.instance_ips.0.clone(),
-            },
-        })
+        let mut labels = id.pod_labels_json.clone().unwrap_or_default();
+        labels.extend(id.pod_labels.clone());
+        let from_dir = id.pod_info_dir.as_ref().map(|dir| dir.join("labels")).filter(|file| file.exists());
+        let labels_file = id.pod_labels_file.clone().or(from_dir);
+        let ips = match (&id.instance_ips.0[..], id.instance_ip) {
+            ([], Some(ip)) => vec![ip],
+            (ips, _) => ips.to_vec(),
+        };
+        IdentitySettings {
+            pod_name: id.pod_name.clone(),
+            namespace: id.pod_namespace.clone(),
+            service_account: id.service_account.clone(),
+            labels,
+            labels_file,
+            ips,
+        }
+    }
+
+    /// Where the app's original probes are read from, if anywhere.
+    pub fn app_probes(&self) -> Option<ProbeSource> {
+        match (&self.app_probers, &self.identity.pod_info_dir) {
+            (Some(json), _) => Some(ProbeSource::Fixed(json.clone())),
+            (None, Some(dir)) => Some(ProbeSource::AnnotationsFile(dir.join("annotations"))),
+            (None, None) => None,
+        }
     }
 
     pub fn config(&self) -> ProxyConfig {
@@ -147,6 +190,7 @@ impl RunArgs {
             drain_period: self.drain_period,
             concurrency,
             original_dst: self.fixed_upstream.map_or(OriginalDst::Kernel, OriginalDst::Fixed),
+            app_probes: self.app_probes(),
             ..ProxyConfig::default()
         }
     }
@@ -282,6 +326,53 @@ mod tests {
         assert_eq!(source.identity.labels["version"], "v1");
         assert_eq!(source.identity.ips, ["10.1.0.7".parse::<IpAddr>().unwrap()]);
         assert!(Cli::try_parse_from(["mesh-proxy", "--pod-labels", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn identity_comes_from_what_the_injector_sets() {
+        // The environment variables the injector's sidecar template sets (injector/src/sidecar.rs).
+        let command = <Cli as clap::CommandFactory>::command();
+        let env_of = |id: &str| {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_env().unwrap().to_str().unwrap().to_string()
+        };
+        let names = ["pod_name", "pod_namespace", "service_account", "instance_ip", "pod_labels_json", "pod_info_dir"];
+        let envs = names.map(env_of);
+        assert_eq!(
+            envs,
+            [
+                "POD_NAME",
+                "POD_NAMESPACE",
+                "SERVICE_ACCOUNT",
+                "INSTANCE_IP",
+                "ISTIO_METAJSON_LABELS",
+                "MESH_POD_INFO_DIR"
+            ]
+        );
+        assert_eq!(env_of("controller"), "MESH_CONTROLLER_ADDRESS");
+
+        let dir = std::env::temp_dir().join(format!("mesh-cli-podinfo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("labels"), "app=\"reviews\"\nversion=\"v2\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "mesh-proxy",
+            "run",
+            "--pod-name=reviews-v2-x",
+            "--pod-namespace=shop",
+            "--service-account=bookinfo-reviews",
+            "--instance-ip=10.1.0.8",
+            "--pod-labels-json={\"app\":\"reviews\",\"version\":\"v1\",\"team\":\"books\"}",
+            &format!("--pod-info-dir={}", dir.display()),
+        ])
+        .unwrap();
+        let Some(Command::Run(run)) = cli.command else { panic!("expected run") };
+        let identity = run.identity_settings().resolve(&Default::default()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((identity.namespace.as_str(), identity.pod_name.as_str()), ("shop", "reviews-v2-x"));
+        assert_eq!(identity.service_account, "bookinfo-reviews");
+        assert_eq!(identity.ips, ["10.1.0.8".parse::<IpAddr>().unwrap()]);
+        assert_eq!(identity.labels["version"], "v2", "the live labels file wins over the creation-time JSON");
+        assert_eq!(identity.labels["team"], "books");
     }
 
     #[test]

@@ -25,6 +25,10 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// Keeps the drain from finishing while it lives; see [`Drain::hold`].
+#[derive(Debug)]
+pub struct DrainHold(#[allow(dead_code)] tokio_util::task::task_tracker::TaskTrackerToken);
+
 /// A handle a task awaits to learn that draining started.
 #[derive(Clone, Debug)]
 pub struct DrainWatch {
@@ -53,6 +57,11 @@ impl Drain {
         F: Future<Output = ()> + Send + 'static,
     {
         self.inner.tasks.spawn(fut);
+    }
+
+    /// Counts as one task until dropped, so the drain waits for it (an answer being written).
+    pub fn hold(&self) -> DrainHold {
+        DrainHold(self.inner.tasks.token())
     }
 
     pub fn is_draining(&self) -> bool {

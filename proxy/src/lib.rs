@@ -2,8 +2,9 @@
 //!
 //! The module map is flat on purpose: `init` installs the capture rules; `listener` accepts the
 //! captured connections (outbound 15001, inbound 15006) and asks `route` how to carry each one;
-//! `tcp` and `http` carry them; `admin` answers on 15000/15021; `drain` makes shutdown graceful;
-//! `sys` holds the only raw system calls. `config` reads `--config-file`, compiles it with
+//! `tcp` and `http` carry them; `admin` answers on 15000/15021, where `probes` runs the app's
+//! rewritten probes; `drain` makes shutdown graceful; `sys` holds the only raw system calls.
+//! `config` reads `--config-file` or the controller's config stream, compiles it with
 //! `common::compile` and swaps the result in atomically; `routing` routes connections and
 //! requests by those tables behind the traits of `route`; `reason` names why the proxy answered
 //! a request itself; `sni` reads TLS server names. Without a config every connection is passed
@@ -17,6 +18,7 @@ pub mod http;
 pub mod init;
 pub mod listener;
 pub mod logging;
+pub mod probes;
 pub mod proxy;
 pub mod reason;
 pub mod route;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use mesh_proxy::cli::{Cli, Command, InitArgs, RunArgs};
 use mesh_proxy::config::ConfigStore;
+use mesh_proxy::config::stream::StreamSettings;
 use mesh_proxy::route::{ConnectionRouter, HttpOnAllPorts, Passthrough};
 use mesh_proxy::routing::MeshRouter;
 use std::sync::Arc;
@@ -44,9 +45,10 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let store = match args.config_source() {
-        Some(source) => Some(Arc::new(ConfigStore::from_source(source).context("loading --config-file")?)),
-        None => None,
+    let store = match (args.config_source(), &args.controller) {
+        (Some(source), _) => Some(Arc::new(ConfigStore::from_source(source).context("loading --config-file")?)),
+        (None, Some(_)) => Some(Arc::new(ConfigStore::for_identity(args.identity_settings()).context("identity")?)),
+        (None, None) => None,
     };
     let router: Arc<dyn ConnectionRouter> = match (&store, args.http_on_all_ports) {
         (Some(store), _) => Arc::new(MeshRouter::new(store.clone())),
@@ -54,9 +56,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         (None, false) => Arc::new(Passthrough),
     };
     let poll = args.config_poll;
+    let stream = match (&args.config_file, &args.controller) {
+        (None, Some(address)) => Some(StreamSettings::new(address, &args.identity.dns_domain)),
+        _ => None,
+    };
     runtime.block_on(async move {
-        if let Some(store) = store {
-            tokio::spawn(mesh_proxy::config::watch::run(store, poll));
+        match (store, stream) {
+            (Some(store), Some(stream)) => drop(tokio::spawn(mesh_proxy::config::stream::run(store, stream))),
+            (Some(store), None) => drop(tokio::spawn(mesh_proxy::config::watch::run(store, poll))),
+            (None, _) => {}
         }
         mesh_proxy::proxy::run(cfg, router).await
     })?;

@@ -5,6 +5,7 @@ use crate::drain::Drain;
 use crate::http::client::{ClientConfig, HttpClient};
 use crate::http::server::HttpShared;
 use crate::listener::{self, ListenerShared, OriginalDst};
+use crate::probes::ProbeSource;
 use crate::route::{ConnectionRouter, Direction};
 use crate::stats::Stats;
 use std::io;
@@ -32,6 +33,8 @@ pub struct ProxyConfig {
     pub inbound_source_v4: Option<IpAddr>,
     /// Worker threads of the runtime (reported in `/config_dump`).
     pub concurrency: usize,
+    /// The app's original probes, forwarded under `/app-health/` on the readiness port.
+    pub app_probes: Option<ProbeSource>,
 }
 
 impl Default for ProxyConfig {
@@ -47,6 +50,7 @@ impl Default for ProxyConfig {
             original_dst: OriginalDst::Kernel,
             inbound_source_v4: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))),
             concurrency: 2,
+            app_probes: None,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Proxy {
             ready: false.into(),
             config: config_dump(cfg, &addresses),
             router: router.clone(),
+            app_probes: cfg.app_probes.clone(),
         });
         tokio::spawn(listener::accept_loop(tokio::net::TcpListener::from_std(listeners.outbound)?, outbound));
         tokio::spawn(listener::accept_loop(tokio::net::TcpListener::from_std(listeners.inbound)?, inbound));

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use builder::RegistryBuilder;
 pub use protocol::Protocol;
@@ -26,7 +26,7 @@ pub use protocol::Protocol;
 pub type Labels = BTreeMap<String, String>;
 
 /// Where a service was declared.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum ServiceOrigin {
     /// A Kubernetes `Service` (namespace and name are the service's).
@@ -41,7 +41,7 @@ pub enum ServiceOrigin {
 }
 
 /// Whether a service's endpoints run in the mesh (they have proxies and speak mesh mTLS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MeshLocation {
     /// Inside the mesh: every Kubernetes service, and ServiceEntries with MESH_INTERNAL.
@@ -52,7 +52,7 @@ pub enum MeshLocation {
 }
 
 /// How a proxy finds where to connect for a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Resolution {
     /// The registry lists the endpoint IPs (Kubernetes services, STATIC entries).
@@ -68,7 +68,7 @@ pub enum Resolution {
 }
 
 /// The port on the endpoint that a service port forwards to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TargetPort {
     /// A port number.
@@ -78,7 +78,7 @@ pub enum TargetPort {
 }
 
 /// One port of a service.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ServicePort {
     /// The port's name (`http`, `grpc-api`); empty for a lone unnamed Kubernetes port.
     pub name: String,
@@ -91,7 +91,7 @@ pub struct ServicePort {
 }
 
 /// Which namespaces' proxies may see a resource (Istio's `exportTo`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ExportTo(pub Vec<String>);
 
@@ -116,7 +116,7 @@ impl ExportTo {
 }
 
 /// A service: one hostname, its ports and how it is reached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// The fully qualified, lowercase hostname (`reviews.default.svc.cluster.local`,
     /// `api.example.com`, or a wildcard `*.example.com` from a ServiceEntry).
@@ -157,7 +157,7 @@ impl Service {
 }
 
 /// Where an endpoint is reached.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EndpointAddress {
     /// An IP address (pods, STATIC entries, WorkloadEntries with an IP).
@@ -174,7 +174,7 @@ impl EndpointAddress {
 }
 
 /// The kind of workload behind an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WorkloadKind {
     /// A Kubernetes pod.
     Pod,
@@ -183,7 +183,7 @@ pub enum WorkloadKind {
 }
 
 /// Names the workload an endpoint belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkloadRef {
     /// Pod or WorkloadEntry.
     pub kind: WorkloadKind,
@@ -194,7 +194,7 @@ pub struct WorkloadRef {
 }
 
 /// One instance of a service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Where to connect.
     pub address: EndpointAddress,
@@ -223,7 +223,7 @@ impl Endpoint {
 }
 
 /// A pod or WorkloadEntry, as services select it and as a proxy learns who it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     /// Which workload.
     pub reference: WorkloadRef,
@@ -247,7 +247,7 @@ pub struct Workload {
 }
 
 /// Every service and endpoint the mesh knows, with the lookups a proxy needs.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registry {
     /// The DNS suffix of cluster services (`cluster.local`).
     domain: String,

@@ -6,9 +6,15 @@
 //! the current snapshot once per connection or request (an `ArcSwap` load: no lock); a request
 //! keeps the snapshot it started with, so a reload never changes a request halfway. A config
 //! that cannot be read or run is refused and the previous snapshot stays.
+//!
+//! Configs come from `--config-file` (`file`, reloaded by `watch`) or from the controller's
+//! config stream (`stream` speaks the protocol, `controller` keeps the resources it sent); both
+//! end in [`ConfigStore::apply`].
 
+pub mod controller;
 pub mod file;
 pub mod identity;
+pub mod stream;
 pub mod watch;
 
 use crate::routing::table::Routing;
@@ -84,6 +90,15 @@ pub enum ConfigError {
     Routing { path: String, source: crate::routing::table::BuildError },
 }
 
+/// What one config is made of, wherever it came from.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    pub resources: Vec<Resource>,
+    pub registry: Registry,
+    /// Objects the proxy does not read, for `/config_dump`.
+    pub skipped: Vec<String>,
+}
+
 /// Where configs come from.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
@@ -97,6 +112,7 @@ pub struct ConfigSource {
 pub struct ConfigStore {
     current: ArcSwap<Snapshot>,
     source: Option<ConfigSource>,
+    identity: IdentitySettings,
     next_version: AtomicU64,
     /// The last refusal, for `/config_dump`; touched only by reloads and the admin server.
     last_error: Mutex<Option<String>>,
@@ -105,13 +121,15 @@ pub struct ConfigStore {
 impl ConfigStore {
     /// A store with no config source: the empty snapshot forever.
     pub fn empty() -> ConfigStore {
-        ConfigStore::with(Snapshot::empty(ProxyIdentity::sidecar("default", "")), None)
+        let snapshot = Snapshot::empty(ProxyIdentity::sidecar("default", ""));
+        ConfigStore::with(snapshot, None, IdentitySettings { namespace: "default".into(), ..Default::default() })
     }
 
-    fn with(snapshot: Snapshot, source: Option<ConfigSource>) -> ConfigStore {
+    fn with(snapshot: Snapshot, source: Option<ConfigSource>, identity: IdentitySettings) -> ConfigStore {
         ConfigStore {
             current: ArcSwap::from_pointee(snapshot),
             source,
+            identity,
             next_version: AtomicU64::new(1),
             last_error: Mutex::new(None),
         }
@@ -120,9 +138,16 @@ impl ConfigStore {
     /// Loads `source` once; the proxy does not start on a config it cannot use.
     pub fn from_source(source: ConfigSource) -> Result<ConfigStore, ConfigError> {
         let identity = source.identity.resolve(&Registry::default())?;
-        let store = ConfigStore::with(Snapshot::empty(identity), Some(source));
+        let settings = source.identity.clone();
+        let store = ConfigStore::with(Snapshot::empty(identity), Some(source), settings);
         store.reload()?;
         Ok(store)
+    }
+
+    /// A store fed by [`ConfigStore::apply`] (the controller's stream), empty until then.
+    pub fn for_identity(identity: IdentitySettings) -> Result<ConfigStore, ConfigError> {
+        let resolved = identity.resolve(&Registry::default())?;
+        Ok(ConfigStore::with(Snapshot::empty(resolved), None, identity))
     }
 
     /// The snapshot in force now. Hold it for as long as one request or connection needs it.
@@ -142,17 +167,29 @@ impl ConfigStore {
     /// stays and the error is kept for `/config_dump`. Returns the new version.
     pub fn reload(&self) -> Result<u64, ConfigError> {
         let Some(source) = &self.source else { return Ok(self.load().version) };
-        let result = self.build(source);
+        let origin = source.path.display().to_string();
+        let result = read(source).and_then(|objects| self.build(objects, &origin));
+        self.publish(result, &origin)
+    }
+
+    /// Compiles and publishes `objects` (from `origin`, for logs and errors); on failure the
+    /// current snapshot stays. Returns the new version.
+    pub fn apply(&self, objects: Inputs, origin: &str) -> Result<u64, ConfigError> {
+        let result = self.build(objects, origin);
+        self.publish(result, origin)
+    }
+
+    fn publish(&self, result: Result<Snapshot, ConfigError>, origin: &str) -> Result<u64, ConfigError> {
         let outcome = match result {
             Ok(snapshot) => {
                 let version = snapshot.version;
                 let diagnostics = snapshot.compiled.diagnostics.len();
                 self.current.store(Arc::new(snapshot));
-                tracing::info!(version, path = %source.path.display(), diagnostics, "config loaded");
+                tracing::info!(version, origin, diagnostics, "config loaded");
                 Ok(version)
             }
             Err(error) => {
-                tracing::error!(path = %source.path.display(), %error, "config refused; keeping the previous one");
+                tracing::error!(origin, %error, "config refused; keeping the previous one");
                 Err(error)
             }
         };
@@ -162,28 +199,32 @@ impl ConfigStore {
         outcome
     }
 
-    fn build(&self, source: &ConfigSource) -> Result<Snapshot, ConfigError> {
-        let path = source.path.display().to_string();
-        let text =
-            std::fs::read_to_string(&source.path).map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
-        let objects = file::parse(&text).map_err(|e| ConfigError::Parse { path: path.clone(), source: e })?;
-        let registry = objects.registry(&source.domain);
-        let identity = source.identity.resolve(&registry)?;
-        let compiled = compile(&objects.resources, &registry, &identity);
+    fn build(&self, objects: Inputs, origin: &str) -> Result<Snapshot, ConfigError> {
+        let identity = self.identity.resolve(&objects.registry)?;
+        let compiled = compile(&objects.resources, &objects.registry, &identity);
         for diagnostic in &compiled.diagnostics {
             tracing::warn!(%diagnostic, "config diagnostic");
         }
         let previous = self.load();
         let routing = Routing::build(&compiled.tables, Some(&previous.routing))
-            .map_err(|e| ConfigError::Routing { path, source: e })?;
+            .map_err(|e| ConfigError::Routing { path: origin.to_string(), source: e })?;
         Ok(Snapshot {
             version: self.next_version.fetch_add(1, Relaxed),
             identity,
             resources: objects.resources,
-            registry,
+            registry: objects.registry,
             compiled,
             routing,
             skipped: objects.skipped,
         })
     }
+}
+
+/// Reads and parses the config file.
+fn read(source: &ConfigSource) -> Result<Inputs, ConfigError> {
+    let path = source.path.display().to_string();
+    let text =
+        std::fs::read_to_string(&source.path).map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
+    let objects = file::parse(&text).map_err(|e| ConfigError::Parse { path, source: e })?;
+    Ok(Inputs { registry: objects.registry(&source.domain), resources: objects.resources, skipped: objects.skipped })
 }
