@@ -81,6 +81,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
     with_type(status, "application/json", value.to_string())
 }
 
+/// An answer with the given content type.
 pub fn with_type(status: StatusCode, content_type: &str, body: String) -> Reply {
     Response::builder()
         .status(status)
