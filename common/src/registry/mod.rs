@@ -247,7 +247,11 @@ pub struct Workload {
 }
 
 /// Every service and endpoint the mesh knows, with the lookups a proxy needs.
+///
+/// Serialized without its by-address index, which is derived: a registry read back (as a proxy
+/// does from the controller's stream) rebuilds it, so [`Registry::service_at`] works there too.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "StoredRegistry")]
 pub struct Registry {
     /// The DNS suffix of cluster services (`cluster.local`).
     domain: String,
@@ -257,6 +261,38 @@ pub struct Registry {
     by_address: BTreeMap<(IpAddr, u16), String>,
     /// By `namespace/name`.
     workloads: BTreeMap<String, Arc<Workload>>,
+}
+
+/// A registry as serialized: everything but the derived index.
+#[derive(Deserialize)]
+struct StoredRegistry {
+    domain: String,
+    services: BTreeMap<String, Arc<Service>>,
+    endpoints: BTreeMap<String, Arc<[Endpoint]>>,
+    #[serde(default)]
+    workloads: BTreeMap<String, Arc<Workload>>,
+}
+
+impl From<StoredRegistry> for Registry {
+    fn from(stored: StoredRegistry) -> Self {
+        let mut by_address = BTreeMap::new();
+        // Hostname order: when two services claim one address and port (only ServiceEntries
+        // can), the same one wins on every proxy.
+        for service in stored.services.values() {
+            for address in &service.addresses {
+                for port in &service.ports {
+                    by_address.entry((*address, port.port)).or_insert_with(|| service.hostname.clone());
+                }
+            }
+        }
+        Registry {
+            domain: stored.domain,
+            services: stored.services,
+            endpoints: stored.endpoints,
+            by_address,
+            workloads: stored.workloads,
+        }
+    }
 }
 
 impl Registry {

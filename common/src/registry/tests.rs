@@ -306,3 +306,14 @@ fn headless_and_external_name_services_resolve_as_kubernetes_does() {
     assert_eq!(endpoints[0].address, EndpointAddress::Hostname("search.example.com".into()));
     assert_eq!(endpoints[0].port_for(443), Some(443));
 }
+
+#[test]
+fn a_registry_read_back_from_json_finds_services_by_address_again() {
+    let service =
+        kube_service("reviews", "default", "10.0.0.3", json!([{"name": "http", "port": 9080, "targetPort": 9080}]));
+    let built = Registry::builder("cluster.local").service(service).build();
+    let read_back: Registry = serde_json::from_value(serde_json::to_value(&built).unwrap()).unwrap();
+    assert_eq!(read_back.service_at(ip("10.0.0.3"), 9080).map(|s| s.hostname.as_str()), Some(REVIEWS));
+    assert!(read_back.service_at(ip("10.0.0.3"), 9081).is_none());
+    assert_eq!(read_back.domain(), "cluster.local");
+}
