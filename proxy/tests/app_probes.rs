@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{WAIT, loopback, serve};
+use support::{Child, WAIT, free_port, loopback, serve};
 
 fn proxy_with_probes(probers: String) -> Proxy {
     let cfg = ProxyConfig {
@@ -96,19 +96,6 @@ async fn http_and_tcp_probes_are_run_against_the_app_on_localhost() {
     let seen = seen.lock().unwrap().clone();
     assert!(seen.contains(&("/ready".to_string(), Some("kubelet".to_string()))), "{seen:?}");
     assert!(seen.contains(&("/starting".to_string(), None)), "{seen:?}");
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The binary as injected: probes read from the downward-API annotations file in

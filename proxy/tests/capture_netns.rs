@@ -9,6 +9,7 @@ mod support;
 
 use mesh_proxy::sys::original_dst;
 use std::time::Duration;
+use support::Child;
 use support::netns::{self, Inside, Netns, accept_within, nothing_pending};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -64,18 +65,8 @@ fn capture_rules_redirect_exactly_the_traffic_istio_would() {
     assert!(nothing_pending(&b_8080));
 
     // The proxy's own UID goes straight out: no loop.
-    a.exec(&[
-        "setpriv",
-        "--reuid",
-        "1337",
-        "--regid",
-        "1337",
-        "--clear-groups",
-        "bash",
-        "-c",
-        "exec 3<>/dev/tcp/10.10.0.2/8080",
-    ])
-    .unwrap();
+    let out = a.as_proxy_uid(&["bash", "-c", "exec 3<>/dev/tcp/10.10.0.2/8080"]).output().unwrap();
+    assert!(out.status.success(), "uid 1337 cannot connect: {}", String::from_utf8_lossy(&out.stderr));
     let (_, peer) = accept_within(&b_8080, LIMIT).expect("uid 1337 reaches the real destination");
     assert_eq!(peer.ip().to_string(), "10.10.0.1");
     assert!(nothing_pending(&outbound));
@@ -163,23 +154,10 @@ fn missing_net_admin_is_named() {
     }
     let (a, _b) = pods();
     // Drop every capability, as a pod without NET_ADMIN would run.
-    let out = a
-        .command(&["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups", "--inh-caps=-all", BIN, "init"])
-        .output()
-        .unwrap();
+    let out = a.as_proxy_uid(&["--inh-caps=-all", BIN, "init"]).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("NET_ADMIN"), "{stderr}");
-}
-
-/// Kills the child on drop, so a failing test leaves no proxy behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A plain HTTP/1.0 GET from inside `ns`; returns the whole response.
@@ -226,23 +204,8 @@ fn proxy_in_a_pod_carries_captured_traffic_without_loops() {
     }
     let (a, b) = pods();
     a.exec(&[BIN, "init"]).unwrap();
-    let proxy = Child(
-        a.command(&[
-            "setpriv",
-            "--reuid",
-            "1337",
-            "--regid",
-            "1337",
-            "--clear-groups",
-            BIN,
-            "run",
-            "--concurrency",
-            "1",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let proxy =
+        Child(a.as_proxy_uid(&[BIN, "run", "--concurrency", "1"]).stderr(std::process::Stdio::null()).spawn().unwrap());
     let deadline = std::time::Instant::now() + LIMIT;
     while !http_get(&a, "127.0.0.1:15021", "/healthz/ready").is_some_and(|r| r.starts_with("HTTP/1.0 200")) {
         assert!(std::time::Instant::now() < deadline, "proxy in pod A never became ready");

@@ -7,12 +7,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::mesh::get;
+use support::{Child, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn config_file(name: &str, yaml: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("mesh-bin-{name}-{}.yaml", std::process::id()));
@@ -35,16 +32,6 @@ fn a_config_that_cannot_be_read_stops_the_start_with_the_object_and_field() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("VirtualService shop/reviews") && stderr.contains("wieght"), "{stderr}");
-}
-
-/// Kills the child on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn version(admin: SocketAddr) -> Option<u64> {

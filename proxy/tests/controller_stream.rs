@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::mesh::{get, upstream};
-use support::{WAIT, loopback};
+use support::{Child, WAIT, free_port, loopback};
 
 /// The world the controller would build from the API server: `reviews` in namespace `a`, its
 /// one endpoint at `endpoint`, and the Istio resources in `yaml`.
@@ -160,28 +160,15 @@ async fn snapshot_routes_bad_config_is_nacked_and_a_restart_resumes_by_version()
     restarted.shutdown_background();
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string()
-}
-
 /// Starts the binary as the injector would, on free ports. A free port is found by binding and
 /// releasing it, so another test may take it first; a proxy that exits at once (it could not
 /// bind) is started again on fresh ports.
 fn start_injected(controller: &SocketAddr, pod_info: &std::path::Path) -> (Child, String, String) {
     for _ in 0..3 {
-        let (admin, outbound) = (free_port(), free_port());
+        let (admin, outbound) = (free_port().to_string(), free_port().to_string());
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
             .args(["--admin-port", &admin, "--outbound-port", &outbound])
-            .args(["--inbound-port", &free_port(), "--readiness-port", &free_port()])
+            .args(["--inbound-port", &free_port().to_string(), "--readiness-port", &free_port().to_string()])
             .env("MESH_CONTROLLER_ADDRESS", controller.to_string())
             .env("POD_NAME", "web-0")
             .env("POD_NAMESPACE", "a")

@@ -10,20 +10,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+use support::Child;
 use support::netns::{self, Inside, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 const LIMIT: Duration = Duration::from_secs(10);
-
-/// Kills the child on drop, so a failing test leaves no proxy behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One HTTP/1.1 request from inside `ns`; the whole response.
 fn http(ns: &Netns, addr: &'static str, path: &str, host: &str, extra: &str) -> Option<String> {
@@ -62,13 +53,7 @@ fn app(ns: &Netns, addr: &str, name: &'static str) {
 fn sidecar(ns: &Netns, config: &str, pod: &str, ips: &str) -> Child {
     ns.exec(&[BIN, "init"]).unwrap();
     let child = ns
-        .command(&[
-            "setpriv",
-            "--reuid",
-            "1337",
-            "--regid",
-            "1337",
-            "--clear-groups",
+        .as_proxy_uid(&[
             BIN,
             "run",
             "--concurrency",

@@ -32,6 +32,21 @@ pub fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// A process started by a test, killed and reaped when dropped (also when the test panics).
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free right now (bound and released): another process may take it first.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A proxy on loopback ports whose capture listeners send everything to `upstream`.
 pub fn start_proxy(upstream: SocketAddr, http: bool, drain_period: Duration) -> Proxy {
     let cfg = ProxyConfig {

@@ -25,6 +25,10 @@ pub trait Inside {
         l
     }
 
+    /// A command run inside the namespace as the proxy's UID and GID (1337), which the capture
+    /// rules never redirect; `args` may start with further `setpriv` options.
+    fn as_proxy_uid(&self, args: &[&str]) -> std::process::Command;
+
     /// Connects from inside the namespace.
     fn connect(&self, addr: &str) -> io::Result<TcpStream> {
         let addr: SocketAddr = addr.parse().unwrap();
@@ -33,6 +37,12 @@ pub trait Inside {
 }
 
 impl Inside for Netns {
+    fn as_proxy_uid(&self, args: &[&str]) -> std::process::Command {
+        let mut argv = vec!["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups"];
+        argv.extend_from_slice(args);
+        self.command(&argv)
+    }
+
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let handle = self.handle().try_clone().expect("dup netns handle");
         std::thread::spawn(move || {
