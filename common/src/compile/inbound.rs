@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::tables::display_option;
 use super::{ProxyIdentity, age_key};
 use crate::api::WorkloadSelector;
-use crate::api::security::authorization_policy::{Action, AuthorizationPolicy, AuthorizationPolicySpec};
+use crate::api::security::authorization_policy::{Action, AuthorizationPolicySpec};
 use crate::api::security::peer_authentication::{MtlsMode, PeerAuthentication};
-use crate::api::security::request_authentication::{RequestAuthentication, RequestAuthenticationSpec};
+use crate::api::security::request_authentication::RequestAuthenticationSpec;
 use crate::registry::{Protocol, Registry};
 use crate::resource::Resource;
 use crate::validate::ObjectRef;
@@ -169,30 +169,14 @@ fn peer_authentication(resources: &[&Resource], proxy: &ProxyIdentity, tables: &
 /// to all), those of the proxy's namespace to its workloads. Policies attached by `targetRef`
 /// are not applied yet (validation reports them as unsupported).
 fn authorization(resources: &[&Resource], proxy: &ProxyIdentity) -> AuthorizationTables {
-    let mut policies: Vec<&AuthorizationPolicy> = resources
-        .iter()
-        .filter_map(|resource| match resource {
-            Resource::AuthorizationPolicy(policy) => Some(policy),
-            _ => None,
-        })
-        .filter(|policy| {
-            let spec = &policy.spec;
-            let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
-            applies_to(&policy.metadata, spec.selector.as_ref(), targeted, proxy)
-        })
-        .collect();
-    policies.sort_by_key(|policy| age_key(&policy.metadata));
+    let policies = applicable(resources, proxy, |resource| match resource {
+        Resource::AuthorizationPolicy(policy) => Some(&policy.spec),
+        _ => None,
+    });
     let mut tables = AuthorizationTables::default();
-    for policy in policies {
-        let applied = AppliedAuthorizationPolicy {
-            origin: Some(ObjectRef::new(
-                "AuthorizationPolicy",
-                policy.metadata.namespace.clone().unwrap_or_default(),
-                policy.metadata.name.clone().unwrap_or_default(),
-            )),
-            spec: policy.spec.clone(),
-        };
-        match policy.spec.action() {
+    for (origin, spec) in policies {
+        let applied = AppliedAuthorizationPolicy { origin: Some(origin), spec: spec.clone() };
+        match spec.action() {
             Action::Custom => tables.custom.push(applied),
             Action::Deny => tables.deny.push(applied),
             Action::Allow => tables.allow.push(applied),
@@ -203,30 +187,55 @@ fn authorization(resources: &[&Resource], proxy: &ProxyIdentity) -> Authorizatio
 }
 
 fn request_authentications(resources: &[&Resource], proxy: &ProxyIdentity) -> Vec<AppliedRequestAuthentication> {
-    let mut selected: Vec<&RequestAuthentication> = resources
-        .iter()
-        .filter_map(|resource| match resource {
-            Resource::RequestAuthentication(policy) => Some(policy),
-            _ => None,
-        })
-        .filter(|policy| {
-            let spec = &policy.spec;
-            let targeted = spec.target_ref.is_some() || !spec.target_refs.is_empty();
-            applies_to(&policy.metadata, spec.selector.as_ref(), targeted, proxy)
-        })
-        .collect();
-    selected.sort_by_key(|policy| age_key(&policy.metadata));
+    let selected = applicable(resources, proxy, |resource| match resource {
+        Resource::RequestAuthentication(policy) => Some(&policy.spec),
+        _ => None,
+    });
     selected
         .into_iter()
-        .map(|policy| AppliedRequestAuthentication {
-            origin: Some(ObjectRef::new(
-                "RequestAuthentication",
-                policy.metadata.namespace.clone().unwrap_or_default(),
-                policy.metadata.name.clone().unwrap_or_default(),
-            )),
-            spec: policy.spec.clone(),
-        })
+        .map(|(origin, spec)| AppliedRequestAuthentication { origin: Some(origin), spec: spec.clone() })
         .collect()
+}
+
+/// How a security policy names the workloads it is for.
+trait Attachment {
+    fn selector(&self) -> Option<&WorkloadSelector>;
+    /// Attached by `targetRef`/`targetRefs` rather than by selector.
+    fn targeted(&self) -> bool;
+}
+
+impl Attachment for AuthorizationPolicySpec {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+    fn targeted(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+impl Attachment for RequestAuthenticationSpec {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+    fn targeted(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+/// The policies of one kind (the specs `pick` finds) that reach the proxy's workload, oldest
+/// first as Istio orders them, each with the object it came from.
+fn applicable<'a, S: Attachment>(
+    resources: &[&'a Resource],
+    proxy: &ProxyIdentity,
+    pick: impl Fn(&'a Resource) -> Option<&'a S>,
+) -> Vec<(ObjectRef, &'a S)> {
+    let mut selected: Vec<(&Resource, &S)> = resources
+        .iter()
+        .filter_map(|resource| pick(resource).map(|spec| (*resource, spec)))
+        .filter(|(resource, spec)| applies_to(resource.metadata(), spec.selector(), spec.targeted(), proxy))
+        .collect();
+    selected.sort_by_key(|(resource, _)| age_key(resource.metadata()));
+    selected.into_iter().map(|(resource, spec)| (resource.object_ref(), spec)).collect()
 }
 
 /// Whether a security policy reaches the proxy's workload: it lives in the workload's namespace
