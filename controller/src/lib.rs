@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assemble;
+pub mod ca;
 pub mod config;
 pub mod leader;
 pub mod metrics;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use proto::config::config_discovery_client::ConfigDiscoveryClient;
 use proto::config::{Ack, ConfigUpdate, Hello, ProxyIdentity, ProxyKind, ProxyMessage, ResourceKey, proxy_message};
+use proto::parts::Assembly;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -96,11 +97,12 @@ async fn stream_once(
         proxy_version: "probe".to_string(),
         ..ProxyIdentity::default()
     };
-    let hello = Hello { identity: Some(identity), resume_version: version.clone() };
+    let hello = Hello { identity: Some(identity), resume_version: version.clone(), accepts_parts: true };
     to_controller.send(ProxyMessage { message: Some(proxy_message::Message::Hello(hello)) }).await?;
     let mut updates = client.stream_config(ReceiverStream::new(outbound)).await?.into_inner();
-    while let Some(update) = updates.next().await {
-        let update = update?;
+    let mut assembly = Assembly::default();
+    while let Some(part) = updates.next().await {
+        let Some(update) = assembly.add(part?)? else { continue };
         let _ = lines.send(describe(pod, &update, settings.list_up_to));
         version.clone_from(&update.version);
         let ack = Ack { version: update.version };

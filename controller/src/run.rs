@@ -7,9 +7,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use proto::ca::certificate_authority_server::CertificateAuthorityServer;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::assemble::Assembler;
+use crate::ca::authority::{Authority, LeafNames};
+use crate::ca::policy::Policy;
+use crate::ca::review::KubeTokenReviewer;
+use crate::ca::service::CaService;
+use crate::ca::serving::{ServingCert, service_names};
 use crate::config::hub::Hub;
 use crate::config::server::{ConfigService, StreamSettings};
 use crate::leader::{self, LeaderSettings};
@@ -25,9 +32,11 @@ pub struct Settings {
     pub config_address: SocketAddr,
     /// Where `/ready` and `/metrics` are served.
     pub monitoring_address: SocketAddr,
-    /// Where the validating webhook is served, with its certificate and key (PEM files);
-    /// `None` serves no webhook.
-    pub webhook: Option<(SocketAddr, PathBuf, PathBuf)>,
+    /// Where the validating webhook is served, with its certificate and key (PEM files) or,
+    /// without them, the serving certificate the CA issues the controller.
+    pub webhook: (SocketAddr, Option<(PathBuf, PathBuf)>),
+    /// The CA and the TLS port (15012).
+    pub ca: CaSettings,
     /// The cluster's DNS suffix.
     pub domain: String,
     /// The mesh's root namespace.
@@ -41,6 +50,28 @@ pub struct Settings {
     pub leader: Option<LeaderSettings>,
 }
 
+/// The certificate authority and the TLS config port.
+#[derive(Clone, Debug)]
+pub struct CaSettings {
+    /// Where the config stream and the CA are served over TLS (15012).
+    pub tls_address: SocketAddr,
+    /// The controller's namespace: of the root's Secret, and the only one whose service
+    /// accounts get DNS names (of its Services).
+    pub namespace: String,
+    /// The Secret holding the root certificate and key.
+    pub secret: String,
+    /// The controller's Service, whose DNS names its serving certificate carries.
+    pub service: String,
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+    /// The audience a caller's token must be issued for.
+    pub audience: String,
+    /// The validity of a certificate whose request asks for none.
+    pub default_validity: Duration,
+    /// The longest validity granted.
+    pub max_validity: Duration,
+}
+
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
@@ -52,6 +83,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot configure a Kubernetes client (set KUBECONFIG, or run in a pod)")?;
+    let (authority, serving) = start_ca(&client, &settings).await?;
     let changes = Changes::default();
     let stores = Arc::new(Stores::start(&client, &changes).await);
     tracing::info!(kinds = stores.istio.len(), "waiting for every cache to sync");
@@ -62,12 +94,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(version = %hub.version(hub.current().number), "caches synced; first config published");
 
     let config_listener = bind(settings.config_address, "config").await?;
-    if let Some((address, cert, key)) = &settings.webhook {
-        let tls = webhook::tls_config(cert, key)?;
-        let listener = bind(*address, "webhook").await?;
-        let webhook = Arc::new(Webhook::new(stores.clone(), settings.domain.clone(), metrics.clone()));
-        tokio::spawn(webhook.serve(listener, tls));
-    }
+    let tls_listener = bind(settings.ca.tls_address, "TLS config and CA").await?;
+    serve_webhook(&settings, &serving, Webhook::new(stores.clone(), settings.domain.clone(), metrics.clone())).await?;
     let rebuilt = Arc::new(tokio::sync::Notify::new());
     if let Some(leader) = settings.leader.clone() {
         let (leading, led) = tokio::sync::watch::channel(false);
@@ -82,23 +110,93 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         );
         tokio::spawn(statuses);
     }
+    let ca = ca_service(&authority, &client, &stores, &settings).into_server();
     monitoring.ready.store(true, Ordering::Release);
     tokio::spawn(rebuild_on_change(changes, stores, assembler, hub.clone(), settings.debounce, rebuilt));
 
-    // Proxies keep their streams open forever; on shutdown they get a moment to see the
-    // stream end cleanly, then the process exits and they reconnect to another replica.
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = stopping.clone();
-    let server = ConfigService::new(hub, settings.stream).serve(config_listener, async move {
-        shutdown_signal().await;
-        signal.notify_one();
-    });
-    tokio::select! {
-        served = server => served?,
-        _ = async { stopping.notified().await; tokio::time::sleep(Duration::from_secs(1)).await } => {}
-    }
+    let tls = serving.server_config(&[b"h2"]).context("the TLS settings of 15012")?;
+    tokio::spawn(serving.renew(authority));
+    serve_config(hub, settings.stream, (config_listener, tls_listener), ca, tls).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the config stream on 15010 (plaintext) and, with the CA, on 15012 (TLS) until
+/// SIGINT or SIGTERM.
+///
+/// Proxies keep their streams open forever; on shutdown they get a moment to see the stream
+/// end cleanly, then the process exits and they reconnect to another replica.
+async fn serve_config(
+    hub: Arc<Hub>,
+    stream: StreamSettings,
+    (plaintext, tls): (TcpListener, TcpListener),
+    ca: CertificateAuthorityServer<CaService>,
+    tls_config: Arc<ServerConfig>,
+) -> anyhow::Result<()> {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = |mut stopping: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let plaintext = ConfigService::new(hub.clone(), stream.clone()).serve(plaintext, stopped(stopping.clone()));
+    let tls = ConfigService::new(hub, stream).serve_tls(ca, tls, tls_config, stopped(stopping));
+    tokio::select! {
+        served = async { tokio::try_join!(plaintext, tls) } => { served?; }
+        _ = async {
+            shutdown_signal().await;
+            stop.send_replace(true);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } => {}
+    }
+    Ok(())
+}
+
+/// Loads (or, on first start, creates) the root, publishes it to every namespace, and issues
+/// the controller's serving certificate.
+async fn start_ca(client: &kube::Client, settings: &Settings) -> anyhow::Result<(Arc<Authority>, Arc<ServingCert>)> {
+    let ca = &settings.ca;
+    let secrets = kube::Api::namespaced(client.clone(), &ca.namespace);
+    let authority = Arc::new(crate::ca::root::load_or_create(&secrets, &ca.secret, &ca.trust_domain).await?);
+    tokio::spawn(crate::ca::publish::publish_root(client.clone(), authority.root_pem().to_string()));
+    let names = LeafNames { uris: Vec::new(), dns: service_names(&ca.service, &ca.namespace, &settings.domain) };
+    let serving = ServingCert::issue(&authority, names, ca.default_validity)
+        .context("cannot issue the controller's serving certificate")?;
+    Ok((authority, serving))
+}
+
+/// Serves the validating webhook with the certificate files given, else with `serving`.
+async fn serve_webhook(settings: &Settings, serving: &Arc<ServingCert>, webhook: Webhook) -> anyhow::Result<()> {
+    let (address, files) = &settings.webhook;
+    let tls = match files {
+        Some((cert, key)) => webhook::tls_config(cert, key)?,
+        None => serving.server_config(&[]).context("the webhook's TLS settings")?,
+    };
+    let listener = bind(*address, "webhook").await?;
+    tokio::spawn(Arc::new(webhook).serve(listener, tls));
+    Ok(())
+}
+
+/// The CA service: tokens reviewed by the API server, DNS names checked against the Services
+/// of the controller's namespace.
+fn ca_service(
+    authority: &Arc<Authority>,
+    client: &kube::Client,
+    stores: &Arc<Stores>,
+    settings: &Settings,
+) -> CaService {
+    let ca = &settings.ca;
+    let policy = Policy {
+        trust_domain: ca.trust_domain.clone(),
+        domain: settings.domain.clone(),
+        namespace: ca.namespace.clone(),
+        default_validity: ca.default_validity,
+        max_validity: ca.max_validity,
+    };
+    let (services, namespace) = (stores.services.clone(), ca.namespace.clone());
+    let lookup = Arc::new(move |name: &str| {
+        services.get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace)).is_some()
+    });
+    let reviewer = Arc::new(KubeTokenReviewer::new(client.clone(), &ca.audience));
+    CaService::new(authority.clone(), reviewer, policy, lookup)
 }
 
 /// One rebuild per burst of changes: waits `debounce` after the first change of a burst so

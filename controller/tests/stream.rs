@@ -59,10 +59,13 @@ fn world(yaml: &str) -> World {
 }
 
 async fn start(queue: usize) -> (Arc<Hub>, String) {
+    start_with(StreamSettings { queue, ..StreamSettings::default() }).await
+}
+
+async fn start_with(settings: StreamSettings) -> (Arc<Hub>, String) {
     let hub = Hub::new("cluster.local", "istio-system", Arc::new(Metrics::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
-    let settings = StreamSettings { queue, ..StreamSettings::default() };
     tokio::spawn(ConfigService::new(hub.clone(), settings).serve(listener, std::future::pending()));
     (hub, address)
 }
@@ -75,6 +78,11 @@ struct Proxy {
 
 impl Proxy {
     async fn connect(address: &str, namespace: &str, pod: &str, resume_version: &str) -> Self {
+        Self::connect_with(address, namespace, pod, resume_version, false).await
+    }
+
+    /// A proxy that says whether it takes updates in parts.
+    async fn connect_with(address: &str, namespace: &str, pod: &str, resume_version: &str, parts: bool) -> Self {
         let mut client = ConfigDiscoveryClient::connect(address.to_string()).await.unwrap();
         let (to_controller, outbound) = mpsc::channel(16);
         let identity = ProxyIdentity {
@@ -83,7 +91,7 @@ impl Proxy {
             service_account: "default".into(),
             ..ProxyIdentity::default()
         };
-        let hello = Hello { identity: Some(identity), resume_version: resume_version.into() };
+        let hello = Hello { identity: Some(identity), resume_version: resume_version.into(), accepts_parts: parts };
         to_controller.send(ProxyMessage { message: Some(proxy_message::Message::Hello(hello)) }).await.unwrap();
         let updates = client.stream_config(ReceiverStream::new(outbound)).await.unwrap().into_inner();
         Proxy { to_controller, updates }
@@ -254,4 +262,47 @@ async fn a_proxy_that_stops_reading_is_resynced_and_others_are_not_held_up() {
         }
     }
     assert!(saw_full, "the slow proxy was resynced with a full snapshot");
+}
+
+#[tokio::test]
+async fn a_proxy_that_accepts_parts_gets_large_updates_in_bounded_parts() {
+    let part_bytes = 4096;
+    let (hub, address) = start_with(StreamSettings { part_bytes, ..StreamSettings::default() }).await;
+    // A ~25 kB VirtualService: several parts of its own, one of which is the Service.
+    hub.publish(world(&virtual_service(100, 1_000)), Instant::now()).unwrap();
+    let mut whole = Proxy::connect(&address, "a", "whole-0", "").await;
+    let mut in_parts = Proxy::connect_with(&address, "a", "parts-0", "", true).await;
+    let snapshot = whole.next().await;
+    assert!(!snapshot.more, "a proxy that did not ask for parts gets one message");
+
+    let mut parts = vec![in_parts.next().await];
+    while parts.last().unwrap().more {
+        parts.push(in_parts.next().await);
+    }
+    assert!(parts.len() >= 2, "{} part(s)", parts.len());
+    for part in &parts {
+        assert_eq!(
+            (part.version.as_str(), part.base_version.as_str(), part.full),
+            (snapshot.version.as_str(), "", true)
+        );
+        let json: usize = part.upserts.iter().map(|resource| resource.json.len()).sum();
+        assert!(part.upserts.len() == 1 || json <= part_bytes, "{json} bytes in {} upserts", part.upserts.len());
+    }
+    let mut assembly = proto::parts::Assembly::default();
+    let mut assembled = None;
+    for part in parts {
+        assembled = assembly.add(part).unwrap();
+    }
+    assert_eq!(assembled.as_ref(), Some(&snapshot), "the parts make up the snapshot");
+    assert_eq!(hub.metrics.pushes.with_label_values(&["full"]).get(), 2, "one push per proxy, not per part");
+
+    // The ACK of the version counts for the whole update; a small change is one message.
+    in_parts.ack(&snapshot.version).await;
+    eventually("the ACK to be recorded", || hub.proxies().iter().any(|status| status.acked == snapshot.version)).await;
+    hub.publish(world(&virtual_service(50, 0)), Instant::now()).unwrap();
+    let update = in_parts.next().await;
+    assert!(!update.more && !update.full && update.base_version == snapshot.version);
+    assert_eq!(upserted(&update), [format!("{VS_TYPE} a/reviews")]);
+    in_parts.ack(&update.version).await;
+    eventually("the incremental ACK to be measured once", || hub.metrics.push_latency.get_sample_count() == 1).await;
 }

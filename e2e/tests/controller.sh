@@ -72,7 +72,7 @@ trap on_exit EXIT
 start_controller() {
     "$bin" run --config-address "127.0.0.1:$config_port" --monitoring-address "127.0.0.1:$monitoring_port" \
         --webhook-address "$BRIDGE_IP:$webhook_port" --webhook-cert "$work/cert.pem" --webhook-key "$work/key.pem" \
-        --lease-namespace "$ns_a" --lease-name "mesh-controller-e2e-$run_id" >>"$work/controller.log" 2>&1 &
+        --tls-address "127.0.0.1:${CONTROLLER_TLS_PORT:-25112}" --namespace "$ns_a" --lease-name "mesh-controller-e2e-$run_id" >>"$work/controller.log" 2>&1 &
     controller_pid=$!
     until_ok 30 "the controller's /ready" curl -fsS "http://127.0.0.1:$monitoring_port/ready"
 }

@@ -49,6 +49,7 @@ cleanup() {
         --wait=true --timeout=60s >/dev/null 2>&1 || true
     k -n "$cp" delete serviceaccount mesh-injector --ignore-not-found >/dev/null 2>&1 || true
     k delete clusterrolebinding,clusterrole mesh-injector --ignore-not-found >/dev/null 2>&1 || true
+    k -n "$cp" delete rolebinding,role mesh-injector --ignore-not-found >/dev/null 2>&1 || true
     # rbac.yaml declares the namespace too; one that existed before the test is left to its owner.
     if $created_cp; then k delete namespace "$cp" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true; fi
     exit "$rc"

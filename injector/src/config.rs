@@ -10,9 +10,9 @@ pub mod ports {
     pub const HEALTH: u16 = 15021;
     pub const PROXY_METRICS: u16 = 15090;
     pub const WEBHOOK: u16 = 15017;
-    /// The controller's config stream. Plaintext 15010 until the stream's TLS port (15012) is
-    /// served: a proxy pointed at 15012 today would find nothing and route nothing.
-    pub const CONTROLLER_CONFIG: u16 = 15010;
+    /// The controller's config stream and CA over TLS (15010 is the same stream in plaintext,
+    /// for tests).
+    pub const CONTROLLER_TLS: u16 = 15012;
 }
 
 /// The UID (and GID) the proxy runs as; the capture rules never redirect its traffic.
@@ -45,7 +45,7 @@ pub struct InjectConfig {
     /// The control plane's namespace; its pods are never injected (the controller and the
     /// injector must start without themselves).
     pub control_plane_namespace: String,
-    /// Address of the controller's config and CA gRPC (TLS), as `host:port`.
+    /// Address of the controller's config and CA gRPC over TLS, `https://host:port`.
     pub controller_address: String,
     /// Audience of the projected token the proxy shows the CA (checked with TokenReview).
     pub ca_audience: String,
@@ -91,7 +91,7 @@ impl Default for InjectConfig {
         InjectConfig {
             proxy_image: "mesh/proxy:dev".into(),
             image_pull_policy: None,
-            controller_address: format!("mesh-controller.{ns}.svc:{}", ports::CONTROLLER_CONFIG),
+            controller_address: controller_address(&ns),
             control_plane_namespace: ns,
             ca_audience: "istio-ca".into(),
             trust_domain: "cluster.local".into(),
@@ -101,6 +101,11 @@ impl Default for InjectConfig {
             default_resources: ProxyResources::default(),
         }
     }
+}
+
+/// The controller's TLS port in the control plane's namespace, as sidecars dial it.
+pub fn controller_address(control_plane_namespace: &str) -> String {
+    format!("https://mesh-controller.{control_plane_namespace}.svc:{}", ports::CONTROLLER_TLS)
 }
 
 /// The namespace a pod is created in, as far as the injector knows it.

@@ -2,8 +2,9 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use injector::config::{InjectConfig, SidecarMode, ports};
-use injector::webhook::{certs, cluster, renew, server};
+use injector::config::{InjectConfig, SidecarMode, controller_address, ports};
+use injector::webhook::{certs, cluster, mesh_ca, renew, server};
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +41,8 @@ struct InjectArgs {
     /// Namespace of the control plane; its pods are never injected.
     #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
     control_plane_namespace: String,
-    /// The controller's config-stream address (default mesh-controller.<namespace>.svc:15010).
+    /// The controller's config stream and CA, over TLS (default
+    /// https://mesh-controller.<namespace>.svc:15012).
     #[arg(long)]
     controller_address: Option<String>,
     /// Audience of the sidecar's projected token, which the controller's CA checks.
@@ -60,10 +62,7 @@ impl InjectArgs {
             proxy_image: self.proxy_image.clone(),
             image_pull_policy: self.image_pull_policy.clone(),
             control_plane_namespace: ns.clone(),
-            controller_address: self
-                .controller_address
-                .clone()
-                .unwrap_or_else(|| format!("mesh-controller.{ns}.svc:{}", ports::CONTROLLER_CONFIG)),
+            controller_address: self.controller_address.clone().unwrap_or_else(|| controller_address(ns)),
             ca_audience: self.ca_audience.clone(),
             trust_domain: self.trust_domain.clone(),
             default_mode,
@@ -101,6 +100,18 @@ struct ServeArgs {
     /// MutatingWebhookConfiguration whose caBundle is set to our CA.
     #[arg(long)]
     webhook_config: Option<String>,
+    /// The controller's ValidatingWebhookConfiguration, whose caBundle is kept equal to the
+    /// mesh root (ConfigMap istio-ca-root-cert), which signs the controller's webhook
+    /// certificate. Leave it out when the controller serves a certificate of your own.
+    #[arg(long)]
+    validating_webhook_config: Option<String>,
+    /// Ask the mesh CA (the controller, on 15012) for the serving certificate; until it
+    /// answers, a self-signed one is served. Off, or with --cert-dir, it is never asked.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    mesh_ca: bool,
+    /// The injector's projected service-account token for the CA's audience.
+    #[arg(long, default_value = "/var/run/secrets/tokens/istio-ca-token")]
+    ca_token_file: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
     native_sidecars: NativeChoice,
 }
@@ -195,15 +206,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (NativeChoice::Auto, None) => (SidecarMode::Classic, true),
     };
     let cfg = Arc::new(InjectConfig { native_supported, ..args.inject.config(mode) });
-    let dns = certs::service_dns_names(&args.service, &cfg.control_plane_namespace, &args.cluster_domain);
+    let namespace = &cfg.control_plane_namespace;
+    let dns = certs::service_dns_names(&args.service, namespace, &args.cluster_domain);
     let validity = Duration::from_secs(args.cert_days.max(1) * 86_400);
-    let cert = match &args.cert_dir {
-        Some(dir) => certs::from_dir(dir)?,
-        None => certs::self_signed(&dns, validity)?,
+    let mesh_ca = mesh_ca(&args, &client, &cfg);
+    let ca_names = mesh_ca::requested_names(&args.service, namespace, &args.cluster_domain);
+    let cert = match (&args.cert_dir, &mesh_ca) {
+        (Some(dir), _) => certs::from_dir(dir)?,
+        (None, Some(ca)) => match tokio::time::timeout(Duration::from_secs(10), ca.serving_cert(&ca_names)).await {
+            Ok(Ok(cert)) => cert,
+            outcome => {
+                let why = outcome.map_or("no answer within 10 s".to_string(), |r| {
+                    r.err().map(|e| e.to_string()).unwrap_or_default()
+                });
+                tracing::warn!(reason = %why, "no certificate from the mesh CA yet: serving a self-signed one meanwhile");
+                certs::self_signed(&dns, validity)?
+            }
+        },
+        (None, None) => certs::self_signed(&dns, validity)?,
     };
+    tracing::info!(source = ?cert.source, "serving certificate");
     let tls = server::TlsHandle::new(certs::server_config(&cert)?);
     if let (Some(c), Some(name)) = (&client, &args.webhook_config) {
-        tokio::spawn(keep_ca_bundle(c.clone(), name.clone(), cert.ca_pem.clone()));
+        tokio::spawn(keep_ca_bundle::<MutatingWebhookConfiguration>(c.clone(), name.clone(), cert.ca_pem.clone()));
+    }
+    if let (Some(ca), Some(name)) = (&mesh_ca, &args.validating_webhook_config) {
+        tokio::spawn(keep_validating_bundle(ca.clone(), name.clone()));
     }
     if cert.renew_at.is_some() {
         let target = client.clone().zip(args.webhook_config.clone());
@@ -211,11 +239,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let target = target.clone();
             async move {
                 if let Some((c, name)) = target {
-                    keep_ca_bundle(c, name, bundle).await;
+                    keep_ca_bundle::<MutatingWebhookConfiguration>(c, name, bundle).await;
                 }
             }
         };
-        tokio::spawn(renew::renew_forever(cert.clone(), dns, validity, tls.clone(), publish));
+        let renewal = renew::Renewal { dns, validity, mesh_ca: mesh_ca.map(|ca| (ca, ca_names)) };
+        tokio::spawn(renew::renew_forever(cert.clone(), renewal, tls.clone(), publish));
     }
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
         .await
@@ -226,11 +255,54 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The mesh CA to ask, when there is a cluster, it is not turned off, no files are given and
+/// the injector has a token to show.
+fn mesh_ca(args: &ServeArgs, client: &Option<kube::Client>, cfg: &InjectConfig) -> Option<mesh_ca::MeshCa> {
+    let client = client.clone()?;
+    if !args.mesh_ca || args.cert_dir.is_some() {
+        return None;
+    }
+    if !args.ca_token_file.exists() {
+        tracing::info!(token = %args.ca_token_file.display(), "no CA token mounted: the mesh CA is not asked");
+        return None;
+    }
+    Some(mesh_ca::MeshCa {
+        address: cfg.controller_address.clone(),
+        token_file: args.ca_token_file.clone(),
+        client,
+        namespace: cfg.control_plane_namespace.clone(),
+    })
+}
+
+/// Keeps the controller's ValidatingWebhookConfiguration trusting the mesh root: set once the
+/// controller publishes it, and again whenever it changes or someone re-applies the
+/// configuration with an empty caBundle.
+async fn keep_validating_bundle(ca: mesh_ca::MeshCa, name: String) {
+    let mut set: Option<String> = None;
+    loop {
+        match ca.root().await {
+            Ok(Some(root)) => {
+                match cluster::patch_ca_bundle::<ValidatingWebhookConfiguration>(&ca.client, &name, &root).await {
+                    Ok(n) if set.as_ref() != Some(&root) => {
+                        tracing::info!(config = %name, webhooks = n, "caBundle set to the mesh root");
+                        set = Some(root);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "setting the validating caBundle failed; retrying"),
+                }
+            }
+            Ok(None) => tracing::debug!("the mesh root is not published yet"),
+            Err(e) => tracing::warn!(error = %e, "reading the mesh root failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(if set.is_some() { 30 } else { 2 })).await;
+    }
+}
+
 /// Sets the caBundle, retrying until the configuration exists (it may be applied after us).
-async fn keep_ca_bundle(client: kube::Client, name: String, bundle: String) {
+async fn keep_ca_bundle<C: cluster::WebhookConfiguration>(client: kube::Client, name: String, bundle: String) {
     let mut wait = Duration::from_secs(1);
     loop {
-        match cluster::patch_ca_bundle(&client, &name, &bundle).await {
+        match cluster::patch_ca_bundle::<C>(&client, &name, &bundle).await {
             Ok(n) => return tracing::info!(config = %name, webhooks = n, "caBundle set"),
             Err(e) => tracing::warn!(error = %e, retry_in = ?wait, "setting the caBundle failed"),
         }

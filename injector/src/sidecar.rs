@@ -4,10 +4,10 @@
 
 use crate::config::{InjectConfig, PROXY_UID, SidecarMode, ports};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -18,6 +18,9 @@ pub const PROXY_CONTAINER: &str = "istio-proxy";
 pub const PODINFO_VOLUME: &str = "mesh-podinfo";
 pub const TOKEN_VOLUME: &str = "mesh-token";
 pub const CREDENTIALS_VOLUME: &str = "mesh-credentials";
+/// The mesh's root certificate, which the controller publishes in every namespace as the
+/// ConfigMap `istio-ca-root-cert` (Istio's name); the proxy trusts the controller by it.
+pub const ROOT_CERT_VOLUME: &str = "istio-ca-root-cert";
 
 /// Downward-API files of the pod's labels and annotations (`labels`, `annotations`).
 pub const PODINFO_DIR: &str = "/etc/mesh/pod";
@@ -26,6 +29,8 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 pub const TOKEN_FILE: &str = "mesh-token";
 /// Where the proxy keeps its certificate and key: memory only, never the node's disk.
 pub const CREDENTIALS_DIR: &str = "/etc/mesh/credentials";
+/// Where the root certificate is mounted (`root-cert.pem`), the proxy's default.
+pub const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
 
 /// How long the proxy's token lives; the kubelet refreshes it at 80%.
 const TOKEN_SECONDS: i64 = 43_200;
@@ -124,6 +129,7 @@ pub fn proxy_container(
             mount(CREDENTIALS_VOLUME, CREDENTIALS_DIR, false),
             mount(TOKEN_VOLUME, TOKEN_DIR, true),
             mount(PODINFO_VOLUME, PODINFO_DIR, true),
+            mount(ROOT_CERT_VOLUME, ROOT_CERT_DIR, true),
         ]),
         ..Default::default()
     };
@@ -169,6 +175,7 @@ fn env(cfg: &InjectConfig, facts: &PodFacts<'_>) -> Vec<EnvVar> {
         value("ISTIO_METAJSON_LABELS", serde_json::to_string(facts.labels).unwrap_or_default()),
         value("ISTIO_META_APP_CONTAINERS", facts.app_containers.join(",")),
         value("MESH_CONTROLLER_ADDRESS", cfg.controller_address.clone()),
+        value("MESH_CA_ROOT_CERT", format!("{ROOT_CERT_DIR}/root-cert.pem")),
         value("MESH_TRUST_DOMAIN", cfg.trust_domain.clone()),
         value("MESH_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_FILE}")),
         value("MESH_CREDENTIALS_DIR", CREDENTIALS_DIR.into()),
@@ -210,6 +217,19 @@ pub fn volumes(cfg: &InjectConfig) -> Vec<Volume> {
         Volume {
             name: CREDENTIALS_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource { medium: Some("Memory".into()), ..Default::default() }),
+            ..Default::default()
+        },
+        // Optional: a pod created before the controller has published the root still starts
+        // (serving its last config: none yet, so traffic passes through), and the kubelet
+        // fills the file in once the ConfigMap exists; the proxy reads it at every connection
+        // attempt.
+        Volume {
+            name: ROOT_CERT_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: ROOT_CERT_VOLUME.into(),
+                optional: Some(true),
+                ..Default::default()
+            }),
             ..Default::default()
         },
     ]

@@ -183,7 +183,8 @@ async fn a_generated_certificate_is_renewed_before_it_expires() {
         let _ = bundles.send(b);
         std::future::ready(())
     };
-    tokio::spawn(injector::webhook::renew::renew_forever(first.clone(), dns, validity, tls, publish));
+    let renewal = injector::webhook::renew::Renewal { dns, validity, mesh_ca: None };
+    tokio::spawn(injector::webhook::renew::renew_forever(first.clone(), renewal, tls, publish));
     let (stop, _) = tokio::sync::oneshot::channel();
     let w = Webhook { addr, ca_pem: first.ca_pem.clone(), _stop: stop };
 

@@ -3,6 +3,8 @@
 //!
 //! - [`config`]: the config stream (`ConfigDiscovery.StreamConfig`): a proxy says who it is, the
 //!   controller sends versioned, incremental resource updates, the proxy ACKs or NACKs each.
+//! - [`codec`]: prost encoding with per-stream buffers sized for thousands of streams.
+//! - [`parts`]: reassembling an update the controller sent in parts.
 //! - [`ca`]: the certificate service (`CertificateAuthority.SignCertificate`): CSR in, chain out.
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,9 @@ pub mod ca {
     #![allow(missing_docs, clippy::all)] // generated code
     tonic::include_proto!("mesh.ca.v1");
 }
+
+pub mod codec;
+pub mod parts;
 
 /// The `type` of a registry service on the config stream.
 pub const SERVICE_TYPE: &str = "mesh/Service";
@@ -50,6 +55,7 @@ mod tests {
                 json: br#"{"spec":{}}"#.to_vec(),
             }],
             removals: vec![],
+            more: true,
         };
         let decoded = ConfigUpdate::decode(update.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded, update);

@@ -78,7 +78,8 @@ pub struct RunArgs {
     /// read from `annotations` in --pod-info-dir at each probe.
     #[arg(long, env = "MESH_APP_PROBERS", value_name = "JSON")]
     pub app_probers: Option<String>,
-    /// The controller's config stream (`host:port`, plaintext gRPC, 15010), used when there is
+    /// The controller's config stream: `https://host:15012` (TLS, trusting the root in
+    /// $MESH_CA_ROOT_CERT) or `host:15010` (plaintext gRPC); used when there is
     /// no --config-file. The last good config keeps serving while it is unreachable.
     #[arg(long, env = "MESH_CONTROLLER_ADDRESS", value_name = "ADDR")]
     pub controller: Option<String>,

@@ -7,7 +7,8 @@
 //! `config` reads `--config-file` or the controller's config stream, compiles it with
 //! `common::compile` and swaps the result in atomically; `routing` routes connections and
 //! requests by those tables behind the traits of `route`; `reason` names why the proxy answered
-//! a request itself; `sni` reads TLS server names. Without a config every connection is passed
+//! a request itself; `policy` holds each route's timeouts, retries, faults and mirrors; `sni`
+//! reads TLS server names. Without a config every connection is passed
 //! through to its original destination, as Istio does for unknown destinations.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod init;
 pub mod listener;
 pub mod logging;
+pub mod policy;
 pub mod probes;
 pub mod proxy;
 pub mod reason;

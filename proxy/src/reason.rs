@@ -28,10 +28,16 @@ pub enum Reason {
     MissingHost,
     /// The cluster's endpoints are DNS names, which this proxy does not resolve yet (503).
     DnsUnsupported,
+    /// The route's `timeout` (or the last attempt's `perTryTimeout`) passed before the
+    /// upstream answered (504).
+    Timeout,
+    /// The route's `fault.abort` answered the request (its `httpStatus`, or 200 with a
+    /// `grpc-status`).
+    FaultAbort,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::NoRoute,
         Reason::NoHealthyUpstream,
         Reason::SubsetNotFound,
@@ -40,6 +46,8 @@ impl Reason {
         Reason::UpstreamReset,
         Reason::MissingHost,
         Reason::DnsUnsupported,
+        Reason::Timeout,
+        Reason::FaultAbort,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +60,8 @@ impl Reason {
             Reason::UpstreamReset => "upstream_reset",
             Reason::MissingHost => "missing_host",
             Reason::DnsUnsupported => "dns_unsupported",
+            Reason::Timeout => "timeout",
+            Reason::FaultAbort => "fault_abort",
         }
     }
 
@@ -66,6 +76,8 @@ impl Reason {
             Reason::UpstreamReset => b"upstream connect error or disconnect/reset before headers\n",
             Reason::MissingHost => b"missing host\n",
             Reason::DnsUnsupported => b"DNS endpoints are not resolved by this proxy yet\n",
+            Reason::Timeout => b"upstream request timeout\n",
+            Reason::FaultAbort => b"fault filter abort\n",
         }
     }
 

@@ -7,7 +7,9 @@
 //! no configuration; [`crate::routing::MeshRouter`] routes by the compiled tables.
 
 use crate::http::header_ops::HeaderOps;
+use crate::policy::RoutePolicy;
 use crate::reason::Reason;
+use crate::routing::table::Upstream;
 use crate::stats::ClusterStats;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -130,6 +132,15 @@ pub enum UpstreamProtocol {
     SameAsDownstream,
 }
 
+/// A route's timeouts, retries, faults and mirrors, with the cluster its retries pick from.
+#[derive(Clone)]
+pub struct Resilience {
+    pub policy: Arc<RoutePolicy>,
+    pub cluster: Arc<Upstream>,
+    /// The address the client dialled, for passthrough clusters.
+    pub original_dst: Option<SocketAddr>,
+}
+
 /// What to do with one HTTP request.
 #[derive(Clone)]
 pub enum HttpRoute {
@@ -138,6 +149,8 @@ pub enum HttpRoute {
         protocol: UpstreamProtocol,
         /// Applied to the upstream's response before it is returned.
         response_headers: Option<Arc<HeaderOps>>,
+        /// `None`: one attempt, no time limit (passthrough traffic).
+        resilience: Option<Resilience>,
     },
     /// Answer locally (no route, redirect, direct response, unavailable cluster).
     Respond(LocalReply),
@@ -228,6 +241,7 @@ impl HttpRouter for HttpPassthrough {
             target: Target { upstream: ctx.original_dst, cluster: passthrough_cluster(ctx.direction) },
             protocol: UpstreamProtocol::SameAsDownstream,
             response_headers: None,
+            resilience: None,
         }
     }
 }

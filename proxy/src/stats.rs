@@ -20,6 +20,16 @@ pub struct Counters {
     /// Accepted connections whose original destination could not be learnt, or pointed back
     /// at the proxy itself (a capture loop).
     pub original_dst_fail: AtomicU64,
+    /// Retries sent (attempts after the first), over every cluster.
+    pub upstream_rq_retry: AtomicU64,
+    /// Requests answered 504 because the route's timeout or the last per-try timeout passed.
+    pub upstream_rq_timeout: AtomicU64,
+    /// Requests held back by an injected delay.
+    pub fault_delayed: AtomicU64,
+    /// Mirror copies sent, and mirror copies skipped (body over the replay limit, too many
+    /// mirror requests in flight, no endpoint).
+    pub mirror_sent: AtomicU64,
+    pub mirror_skipped: AtomicU64,
 }
 
 impl Counters {
@@ -30,6 +40,11 @@ impl Counters {
             "rq_total": self.rq_total.load(Relaxed),
             "upstream_fail": self.upstream_fail.load(Relaxed),
             "original_dst_fail": self.original_dst_fail.load(Relaxed),
+            "upstream_rq_retry": self.upstream_rq_retry.load(Relaxed),
+            "upstream_rq_timeout": self.upstream_rq_timeout.load(Relaxed),
+            "fault_delayed": self.fault_delayed.load(Relaxed),
+            "mirror_sent": self.mirror_sent.load(Relaxed),
+            "mirror_skipped": self.mirror_skipped.load(Relaxed),
         })
     }
 }
@@ -54,6 +69,8 @@ pub struct ClusterStats {
     pub rq_total: AtomicU64,
     /// Connections or requests that failed to reach an endpoint.
     pub upstream_fail: AtomicU64,
+    /// Retries sent to the cluster (Envoy's `upstream_rq_retry`).
+    pub upstream_rq_retry: AtomicU64,
 }
 
 impl ClusterStats {
@@ -63,6 +80,7 @@ impl ClusterStats {
             cx_total: AtomicU64::new(0),
             rq_total: AtomicU64::new(0),
             upstream_fail: AtomicU64::new(0),
+            upstream_rq_retry: AtomicU64::new(0),
         }
     }
 
@@ -71,6 +89,7 @@ impl ClusterStats {
             "cx_total": self.cx_total.load(Relaxed),
             "rq_total": self.rq_total.load(Relaxed),
             "upstream_fail": self.upstream_fail.load(Relaxed),
+            "upstream_rq_retry": self.upstream_rq_retry.load(Relaxed),
         })
     }
 }

@@ -23,17 +23,6 @@ impl Delta {
         self.upserts.is_empty() && self.removals.is_empty()
     }
 
-    /// The delta as one update on the stream.
-    pub fn into_update(self, version: String, base_version: String, full: bool) -> proto::config::ConfigUpdate {
-        proto::config::ConfigUpdate {
-            version,
-            base_version,
-            full,
-            upserts: self.upserts.iter().map(|(key, entry)| entry.to_proto(key)).collect(),
-            removals: self.removals.iter().map(Key::to_proto).collect(),
-        }
-    }
-
     fn record(
         &mut self,
         key: &Key,

@@ -5,10 +5,12 @@
 //! - [`visibility`] and [`delta`]: pure functions deciding who sees what, and what one proxy is
 //!   sent after a change;
 //! - [`hub`]: the current generation, a short history for resuming proxies, connected proxies;
-//! - [`server`] and [`session`]: the gRPC service and each proxy's stream.
+//! - [`server`] and [`session`]: the gRPC service and each proxy's stream;
+//! - [`parts`]: queued updates turned into messages as the stream is read, in bounded parts.
 
 pub mod delta;
 pub mod hub;
+pub mod parts;
 pub mod server;
 pub mod session;
 pub mod visibility;

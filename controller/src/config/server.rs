@@ -8,16 +8,22 @@ use std::time::Duration;
 
 use common::compile::ProxyKind as CompileKind;
 use futures::StreamExt;
+use proto::ca::certificate_authority_server::CertificateAuthorityServer;
 use proto::config::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
-use proto::config::{ConfigUpdate, Hello, ProxyKind, ProxyMessage, proxy_message};
-use tokio::net::TcpListener;
+use proto::config::{Hello, ProxyKind, ProxyMessage, proxy_message};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::Hub;
+use super::parts::{PART_BYTES, Parts};
 use super::session::Session;
 use super::visibility::ProxyInfo;
+use crate::ca::service::CaService;
 
 /// How streams are served.
 #[derive(Clone, Debug)]
@@ -27,11 +33,13 @@ pub struct StreamSettings {
     pub queue: usize,
     /// How long a new stream may take to say `Hello`.
     pub hello_timeout: Duration,
+    /// The most resource bytes in one message to a proxy that accepts updates in parts.
+    pub part_bytes: usize,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { queue: 16, hello_timeout: Duration::from_secs(10) }
+        Self { queue: 16, hello_timeout: Duration::from_secs(10), part_bytes: PART_BYTES }
     }
 }
 
@@ -59,11 +67,64 @@ impl ConfigService {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
     }
+
+    /// Serves the config stream and `ca` (`mesh.ca.v1.CertificateAuthority`) over TLS on
+    /// `listener` (15012) until `shutdown` completes. `tls` must offer ALPN `h2`.
+    ///
+    /// Each handshake runs in its own task, bounded by [`TLS_HANDSHAKE`], so a client that
+    /// connects and stalls delays no one else.
+    pub async fn serve_tls(
+        self,
+        ca: CertificateAuthorityServer<CaService>,
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let (handshaken, incoming) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+        let accepting = tokio::spawn(accept_tls(listener, TlsAcceptor::from(tls), handshaken));
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ConfigDiscoveryServer::new(self))
+            .add_service(ca)
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+            .await;
+        accepting.abort();
+        served
+    }
+}
+
+/// How long a client may take to complete the TLS handshake on 15012.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Accepts TCP connections and hands each completed TLS session to the server.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshaken: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "TLS config port: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => drop(handshaken.send(Ok(stream)).await),
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
 }
 
 #[tonic::async_trait]
 impl ConfigDiscovery for ConfigService {
-    type StreamConfigStream = ReceiverStream<Result<ConfigUpdate, Status>>;
+    type StreamConfigStream = Parts;
 
     async fn stream_config(
         &self,
@@ -86,7 +147,7 @@ impl ConfigDiscovery for ConfigService {
         let session = Session::open(self.hub.clone(), proxy, &hello.resume_version, outbox)
             .ok_or_else(|| Status::unavailable("the stream closed before its first update"))?;
         tokio::spawn(session.run(inbound));
-        Ok(Response::new(ReceiverStream::new(updates)))
+        Ok(Response::new(Parts::new(updates, hello.accepts_parts, self.settings.part_bytes)))
     }
 }
 

@@ -6,16 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{Stream, StreamExt};
-use proto::config::{ConfigUpdate, Nack, ProxyMessage, proxy_message};
+use proto::config::{Nack, ProxyMessage, proxy_message};
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::delta::{self, Delta};
+use super::delta;
 use super::hub::{Generation, Hub};
+use super::parts::{Content, Outbox, Update};
 use super::visibility::{ProxyInfo, ProxyView};
-
-/// Where the session's updates go: the gRPC response stream's bounded queue.
-pub type Outbox = mpsc::Sender<Result<ConfigUpdate, Status>>;
 
 /// The state of one proxy's stream.
 pub struct Session {
@@ -66,7 +64,7 @@ impl Session {
             Some(delta) => {
                 tracing::info!(proxy = %session.name, from = resume_version, upserts = delta.upserts.len(),
                     removals = delta.removals.len(), "proxy resumed");
-                session.send(delta, resume_version.to_string(), false, None, "resume")
+                session.send(Content::Delta(delta), resume_version.to_string(), false, None, "resume")
             }
             None => session.send_snapshot(),
         };
@@ -133,20 +131,25 @@ impl Session {
         if delta.is_empty() {
             return true;
         }
-        self.send(delta, self.sent.clone(), false, Some(seen), "incremental")
+        self.send(Content::Delta(delta), self.sent.clone(), false, Some(seen), "incremental")
     }
 
     fn send_snapshot(&mut self) -> bool {
-        let delta = delta::snapshot(&self.generation.world, &self.view);
-        tracing::info!(proxy = %self.name, resources = delta.upserts.len(), "sending full snapshot");
-        self.send(delta, String::new(), true, None, "full")
+        let resources = self.generation.world.entries.values().filter(|entry| self.view.sees(entry)).count();
+        tracing::info!(proxy = %self.name, resources, "sending full snapshot");
+        self.send(self.snapshot(), String::new(), true, None, "full")
+    }
+
+    /// The current generation as this proxy sees it, read only as it is sent.
+    fn snapshot(&self) -> Content {
+        Content::Snapshot { world: self.generation.world.clone(), view: self.view.clone() }
     }
 
     /// Queues one update; when the queue is full, drops it and resyncs the proxy with a full
     /// snapshot once the queue has room. Returns false when the stream is gone.
-    fn send(&mut self, delta: Delta, base: String, full: bool, seen: Option<Instant>, kind: &str) -> bool {
+    fn send(&mut self, content: Content, base: String, full: bool, seen: Option<Instant>, kind: &str) -> bool {
         let version = self.hub.version(self.generation.number);
-        let update = delta.into_update(version.clone(), base, full);
+        let update = Update { version: version.clone(), base_version: base, full, content };
         match self.outbox.try_send(Ok(update)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -171,12 +174,12 @@ impl Session {
         true
     }
 
-    fn send_resync(&mut self, permit: mpsc::Permit<'_, Result<ConfigUpdate, Status>>) {
+    fn send_resync(&mut self, permit: mpsc::Permit<'_, Result<Update, Status>>) {
         self.generation = self.hub.current();
         self.view = ProxyView::new(&self.proxy, &self.generation.world, &self.hub.root_namespace);
         let version = self.hub.version(self.generation.number);
-        let snapshot = delta::snapshot(&self.generation.world, &self.view);
-        permit.send(Ok(snapshot.into_update(version.clone(), String::new(), true)));
+        let content = self.snapshot();
+        permit.send(Ok(Update { version: version.clone(), base_version: String::new(), full: true, content }));
         self.hub.metrics.pushes.with_label_values(&["full"]).inc();
         tracing::info!(proxy = %self.name, %version, "proxy resynced");
         self.sent = version.clone();

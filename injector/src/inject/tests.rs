@@ -144,8 +144,12 @@ fn the_sidecar_learns_its_identity_from_the_downward_api() {
     let volumes = spec.volumes.unwrap();
     assert_eq!(
         volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
-        ["data", "mesh-podinfo", "mesh-token", "mesh-credentials"]
+        ["data", "mesh-podinfo", "mesh-token", "mesh-credentials", "istio-ca-root-cert"]
     );
+    let root = volumes[4].config_map.as_ref().unwrap();
+    assert_eq!((root.name.as_str(), root.optional), ("istio-ca-root-cert", Some(true)));
+    assert_eq!(env["MESH_CA_ROOT_CERT"].value.as_deref(), Some("/var/run/secrets/istio/root-cert.pem"));
+    assert_eq!(env["MESH_CONTROLLER_ADDRESS"].value.as_deref(), Some("https://mesh-controller.istio-system.svc:15012"));
     let token =
         volumes[2].projected.as_ref().unwrap().sources.as_ref().unwrap()[0].service_account_token.as_ref().unwrap();
     assert_eq!(token.audience.as_deref(), Some("istio-ca"));

@@ -1,6 +1,7 @@
-//! The webhook's serving certificate: from files (a Secret mounted by the operator) or, without
-//! them, a fresh CA and a certificate for the Service's DNS names made with rcgen at start. The
-//! CA is what goes into the webhook configuration's `caBundle`.
+//! The webhook's serving certificate: from files (a Secret mounted by the operator), from the
+//! mesh CA (`mesh_ca`), or, while that cannot be reached, a fresh CA and a certificate for the
+//! Service's DNS names made with rcgen. The CA is what goes into the webhook configuration's
+//! `caBundle`.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use std::path::Path;
@@ -18,6 +19,19 @@ pub enum CertError {
     File { path: String, message: String },
     #[error("building the TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("mesh CA: {message}")]
+    MeshCa { message: String },
+}
+
+/// Who made a serving certificate, which decides how it is renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// Files an operator mounted: their renewal is the operator's.
+    Files,
+    /// Made here, with its own CA: used while the mesh CA cannot be reached.
+    SelfSigned,
+    /// Signed by the mesh CA (the controller).
+    MeshCa,
 }
 
 /// A serving certificate and the CA that clients must trust for it (PEM).
@@ -29,12 +43,16 @@ pub struct ServingCert {
     /// When to make a new one (two thirds into its life); `None` for one read from files,
     /// whose renewal belongs to whoever writes the files.
     pub renew_at: Option<SystemTime>,
+    pub source: CertSource,
 }
 
 impl std::fmt::Debug for ServingCert {
     // The key never reaches a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServingCert").field("renew_at", &self.renew_at).finish_non_exhaustive()
+        f.debug_struct("ServingCert")
+            .field("renew_at", &self.renew_at)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,6 +93,7 @@ pub fn self_signed(dns_names: &[String], validity: Duration) -> Result<ServingCe
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         renew_at: Some(now + validity * 2 / 3),
+        source: CertSource::SelfSigned,
     })
 }
 
@@ -89,7 +108,7 @@ pub fn from_dir(dir: &Path) -> Result<ServingCert, CertError> {
     let cert_pem = read("tls.crt")?;
     let key_pem = read("tls.key")?;
     let ca_pem = if dir.join("ca.crt").exists() { read("ca.crt")? } else { cert_pem.clone() };
-    Ok(ServingCert { ca_pem, cert_pem, key_pem, renew_at: None })
+    Ok(ServingCert { ca_pem, cert_pem, key_pem, renew_at: None, source: CertSource::Files })
 }
 
 /// The rustls server configuration for `cert` (HTTP/2 and HTTP/1.1, as the API server may use

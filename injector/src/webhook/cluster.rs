@@ -1,19 +1,24 @@
 //! What the webhook asks the API server: its version (native sidecars or not) and, to make the
-//! API server trust it, the `caBundle` of its MutatingWebhookConfiguration.
+//! API server trust the mesh's webhooks, the `caBundle` of its MutatingWebhookConfiguration
+//! and of the controller's ValidatingWebhookConfiguration.
 
 use crate::config::SidecarMode;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use kube::Api;
 use kube::api::PostParams;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("MutatingWebhookConfiguration {name}: {source}")]
-    WebhookConfig { name: String, source: kube::Error },
-    #[error("MutatingWebhookConfiguration {name} has no webhooks")]
-    NoWebhooks { name: String },
+    #[error("{kind} {name}: {source}")]
+    WebhookConfig { kind: &'static str, name: String, source: kube::Error },
+    #[error("{kind} {name} has no webhooks")]
+    NoWebhooks { kind: &'static str, name: String },
     #[error("reading the server version: {0}")]
     Version(#[source] kube::Error),
     #[error("server version {major}.{minor} is not a number")]
@@ -35,22 +40,55 @@ pub fn mode_for_version(major: &str, minor: &str) -> Result<SidecarMode, Cluster
     }
 }
 
-/// Sets `caBundle` on every webhook of the configuration `name`; returns how many. Retries on
-/// conflicts (someone else updated it between our read and write).
-pub async fn patch_ca_bundle(client: &kube::Client, name: &str, ca_pem: &str) -> Result<usize, ClusterError> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let err = |source| ClusterError::WebhookConfig { name: name.to_string(), source };
+/// A webhook configuration kind whose webhooks' `caBundle` the injector keeps.
+pub trait WebhookConfiguration:
+    kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + DeserializeOwned
+    + Serialize
+{
+    const KIND: &'static str;
+    /// The client configurations of its webhooks.
+    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig>;
+}
+
+impl WebhookConfiguration for MutatingWebhookConfiguration {
+    const KIND: &'static str = "MutatingWebhookConfiguration";
+    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks.iter_mut().flatten().map(|h| &mut h.client_config).collect()
+    }
+}
+
+impl WebhookConfiguration for ValidatingWebhookConfiguration {
+    const KIND: &'static str = "ValidatingWebhookConfiguration";
+    fn client_configs(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks.iter_mut().flatten().map(|h| &mut h.client_config).collect()
+    }
+}
+
+/// Sets `caBundle` on every webhook of the configuration `name` of kind `C`; returns how many.
+/// Retries on conflicts (someone else updated it between our read and write).
+pub async fn patch_ca_bundle<C: WebhookConfiguration>(
+    client: &kube::Client,
+    name: &str,
+    ca_pem: &str,
+) -> Result<usize, ClusterError> {
+    let api: Api<C> = Api::all(client.clone());
+    let err = |source| ClusterError::WebhookConfig { kind: C::KIND, name: name.to_string(), source };
     let mut attempt = 0;
     loop {
         let mut config = api.get(name).await.map_err(err)?;
-        let hooks = config.webhooks.as_mut().filter(|w| !w.is_empty());
-        let Some(hooks) = hooks else { return Err(ClusterError::NoWebhooks { name: name.to_string() }) };
+        let mut hooks = config.client_configs();
+        if hooks.is_empty() {
+            return Err(ClusterError::NoWebhooks { kind: C::KIND, name: name.to_string() });
+        }
         let bundle = ByteString(ca_pem.as_bytes().to_vec());
-        if hooks.iter().all(|h| h.client_config.ca_bundle.as_ref() == Some(&bundle)) {
+        if hooks.iter().all(|h| h.ca_bundle.as_ref() == Some(&bundle)) {
             return Ok(hooks.len());
         }
         for h in hooks.iter_mut() {
-            h.client_config.ca_bundle = Some(bundle.clone());
+            h.ca_bundle = Some(bundle.clone());
         }
         let n = hooks.len();
         match api.replace(name, &PostParams::default(), &config).await {

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod mesh_ca;
 pub mod renew;
 pub mod review;
 pub mod server;

@@ -1,5 +1,10 @@
-//! What the controller has sent: every resource by type and key, updated one `ConfigUpdate` at
-//! a time.
+//! The controller from the proxy's end: how it is dialled, and what it has sent: every
+//! resource by type and key, updated one `ConfigUpdate` at a time.
+//!
+//! An `https://` controller address (15012) is dialled over TLS trusting only the mesh root,
+//! read from `$MESH_CA_ROOT_CERT` (by default `/var/run/secrets/istio/root-cert.pem`, where the
+//! injector mounts the ConfigMap `istio-ca-root-cert`); the controller's certificate must name
+//! the address's host (`mesh-controller.istio-system.svc`). `http://` (15010) stays plaintext.
 //!
 //! An update is applied to a copy, so one that cannot be used leaves the held resources (and
 //! the config in force) exactly as they were; the stream then NACKs it naming each resource at
@@ -12,6 +17,38 @@ use common::resource::Resource;
 use proto::config::{ConfigUpdate, ResourceKey};
 use proto::{ENDPOINTS_TYPE, SERVICE_TYPE};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+/// The environment variable naming the mesh root file, for `https://` controller addresses.
+pub const ROOT_CERT_ENV: &str = "MESH_CA_ROOT_CERT";
+/// Where the injector mounts the mesh root (`root-cert.pem` of ConfigMap `istio-ca-root-cert`).
+pub const DEFAULT_ROOT_CERT: &str = "/var/run/secrets/istio/root-cert.pem";
+
+/// Why the controller could not be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot read the mesh root {} (set {ROOT_CERT_ENV}): {source}", .path.display())]
+    Root { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The mesh root's path: `$MESH_CA_ROOT_CERT`, else [`DEFAULT_ROOT_CERT`].
+pub fn root_cert_path() -> PathBuf {
+    std::env::var_os(ROOT_CERT_ENV).map_or_else(|| PathBuf::from(DEFAULT_ROOT_CERT), PathBuf::from)
+}
+
+/// Connects `endpoint`: as it is for `http://`; for `https://`, over TLS trusting only the root
+/// in `root_cert`, read on every connect so a reconnect picks up a rotated root.
+pub async fn connect(endpoint: tonic::transport::Endpoint, root_cert: &Path) -> Result<Channel, DialError> {
+    if endpoint.uri().scheme_str() != Some("https") {
+        return Ok(endpoint.connect().await?);
+    }
+    let root = std::fs::read(root_cert).map_err(|source| DialError::Root { path: root_cert.to_path_buf(), source })?;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(root));
+    Ok(endpoint.tls_config(tls)?.connect().await?)
+}
 
 /// A resource's identity on the stream: type, namespace, name.
 pub type Key = (String, String, String);

@@ -1,7 +1,8 @@
 //! The controller's config stream (`ConfigDiscovery.StreamConfig`), from the proxy's end.
 //!
 //! The proxy says who it is (`Hello`, with the version it last applied), then applies each
-//! update to the resources it holds, compiles them, and answers with an ACK, or a NACK naming
+//! update (put back together first when it comes in parts, as large ones do) to the resources
+//! it holds, compiles them, and answers with an ACK, or a NACK naming
 //! the resources at fault while the previous config keeps serving. When the stream breaks the
 //! last good config stays in force and the proxy reconnects with exponential backoff and
 //! jitter, resuming from the version it applied, so a controller restart or a network blip
@@ -13,6 +14,7 @@ use proto::config::config_discovery_client::ConfigDiscoveryClient;
 use proto::config::{
     Ack, ConfigUpdate, Hello, Nack, ProxyIdentity, ProxyKind, ProxyMessage, ResourceError, ResourceKey, proxy_message,
 };
+use proto::parts::{Assembly, PartError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,7 +27,7 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Where the stream goes and how it retries.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
-    /// `host:port` or a full `http://` URI.
+    /// `host:port` (plaintext), or a full `http://` or `https://` (TLS) URI.
     pub address: String,
     /// The cluster's DNS suffix, to rebuild the registry with.
     pub domain: String,
@@ -57,6 +59,8 @@ impl StreamSettings {
 enum StreamError {
     #[error("connecting: {0}")]
     Connect(#[from] tonic::transport::Error),
+    #[error("connecting: {0}")]
+    Dial(#[from] super::controller::DialError),
     #[error("stream: {0}")]
     Status(#[from] tonic::Status),
     #[error("no answer within {HANDSHAKE:?}")]
@@ -65,6 +69,8 @@ enum StreamError {
     Closed,
     #[error("update {version} applies on {base:?} but this proxy runs {applied:?}; resyncing")]
     OutOfOrder { version: String, base: String, applied: String },
+    #[error("{0}; resyncing")]
+    Parts(#[from] PartError),
 }
 
 /// What survives a reconnect: the resources and the version they are at.
@@ -136,16 +142,21 @@ async fn stream(
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     let (to_controller, outbound) = mpsc::channel(16);
-    let hello = Hello { identity: Some(identity(store)), resume_version: state.applied.clone() };
+    let hello = Hello { identity: Some(identity(store)), resume_version: state.applied.clone(), accepts_parts: true };
     let _ = to_controller.send(message(proto_message::Hello(hello))).await;
     let open = async {
-        let mut client = ConfigDiscoveryClient::new(channel.connect().await?);
+        // `https://` dials with TLS trusting the mesh root, read again at every attempt.
+        let channel = super::controller::connect(channel, &super::controller::root_cert_path()).await?;
+        let mut client = ConfigDiscoveryClient::new(channel);
         Ok::<_, StreamError>(client.stream_config(ReceiverStream::new(outbound)).await?.into_inner())
     };
     let mut updates = tokio::time::timeout(HANDSHAKE, open).await.map_err(|_| StreamError::Handshake)??;
     tracing::info!(address = %settings.address, resume = %state.applied, "config stream connected");
+    // Large updates come in parts; one is applied only once all of its parts are in.
+    let mut assembly = Assembly::default();
     loop {
-        let update = updates.message().await?.ok_or(StreamError::Closed)?;
+        let part = updates.message().await?.ok_or(StreamError::Closed)?;
+        let Some(update) = assembly.add(part)? else { continue };
         if !update.full && update.base_version != state.applied {
             // After a NACK, say: reconnect, and resume from what this proxy runs.
             let (version, base, applied) = (update.version, update.base_version, state.applied.clone());
@@ -226,6 +237,9 @@ fn identity(store: &ConfigStore) -> ProxyIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::identity::IdentitySettings;
+    use controller::config::hub::Hub;
+    use controller::config::server::{ConfigService, StreamSettings as ServerSettings};
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
@@ -238,5 +252,53 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next() <= min + min / 2);
+    }
+
+    /// The real controller's stream server, sending every resource in a part of its own.
+    async fn controller_in_parts(world: controller::config::world::World) -> (Arc<Hub>, String, String) {
+        let hub = Hub::new("cluster.local", "istio-system", Arc::new(controller::metrics::Metrics::new()));
+        let generation = hub.publish(world, std::time::Instant::now()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let one_per_part = ServerSettings { part_bytes: 1, ..ServerSettings::default() };
+        tokio::spawn(ConfigService::new(hub.clone(), one_per_part).serve(listener, std::future::pending()));
+        let version = hub.version(generation.number);
+        (hub, address, version)
+    }
+
+    fn two_services() -> controller::config::world::World {
+        let mut builder = common::registry::Registry::builder("cluster.local");
+        for (name, ip) in [("reviews", "10.0.0.1"), ("ratings", "10.0.0.2")] {
+            let service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "a"},
+                "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 9080}]}
+            }))
+            .unwrap();
+            builder = builder.service(service);
+        }
+        controller::config::world::World::build(&[], &builder.build())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_sent_in_parts_is_applied_whole_and_acked() {
+        let (hub, address, version) = controller_in_parts(two_services()).await;
+        let identity = IdentitySettings { pod_name: "web-0".into(), namespace: "a".into(), ..Default::default() };
+        let store = Arc::new(ConfigStore::for_identity(identity).unwrap());
+        let session = tokio::spawn(run(store.clone(), StreamSettings::new(&address, "cluster.local")));
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !hub.proxies().iter().any(|status| status.acked == version) {
+            assert!(std::time::Instant::now() < deadline, "no ACK of {version}: {:?}", hub.proxies());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Applied one part at a time as full snapshots, the last part would be all that is left.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let snapshot = store.load();
+        for host in ["reviews.a.svc.cluster.local", "ratings.a.svc.cluster.local"] {
+            assert!(snapshot.registry.service(host).is_some(), "{host} missing from the applied snapshot");
+        }
+        assert!(hub.proxies().iter().all(|status| status.nacked.is_none()), "{:?}", hub.proxies());
+        assert_eq!(hub.metrics.pushes.with_label_values(&["full"]).get(), 1, "one snapshot, in parts");
+        session.abort();
     }
 }

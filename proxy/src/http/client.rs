@@ -4,6 +4,7 @@
 //! HTTP/2 ones; the address it is sent to is chosen by routing and only selects the connection.
 
 use super::pool::{Pool, PoolError};
+use super::replay::RequestBody;
 use super::{ProxyBody, headers};
 use crate::drain::Drain;
 use crate::reason::Reason;
@@ -66,6 +67,20 @@ impl ForwardError {
         }
     }
 
+    /// The upstream refused the HTTP/2 stream (`REFUSED_STREAM`): it did not process the
+    /// request, so sending it again is safe whatever its method.
+    pub fn is_refused_stream(&self) -> bool {
+        let ForwardError::Request { source, .. } = self else { return false };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = cause {
+            if let Some(h2) = error.downcast_ref::<h2::Error>() {
+                return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            }
+            cause = error.source();
+        }
+        false
+    }
+
     /// The status the downstream sees: 503 when the upstream is unreachable or resets (as
     /// Envoy answers), 400 for a request that cannot be forwarded at all.
     pub fn status(&self) -> StatusCode {
@@ -86,7 +101,7 @@ impl HttpClient {
     /// two upgraded connections are joined by a task tracked by `drain`.
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         upstream: SocketAddr,
         protocol: UpstreamProtocol,
         drain: &Drain,
@@ -114,7 +129,7 @@ impl HttpClient {
 
     async fn send_h1(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         upstream: SocketAddr,
     ) -> Result<Response<Incoming>, ForwardError> {
         // HTTP/1.1 carries the name in Host and sends the path alone (origin form).
@@ -147,7 +162,7 @@ impl HttpClient {
 
     async fn send_h2(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         upstream: SocketAddr,
     ) -> Result<Response<Incoming>, ForwardError> {
         // HTTP/2 carries the name in :authority, taken from Host when the client spoke HTTP/1.1.

@@ -6,10 +6,13 @@
 //! streams through in both directions, trailers included, and `Upgrade` (WebSocket) turns into
 //! an opaque byte stream once the upstream answers 101.
 
+pub mod attempts;
 pub mod client;
 pub mod header_ops;
 mod headers;
+pub mod mirror;
 pub mod pool;
+pub mod replay;
 pub mod server;
 
 use bytes::Bytes;

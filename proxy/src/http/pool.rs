@@ -9,7 +9,7 @@
 //! A connection is keyed by (client, upstream address): the outbound and inbound clients, which
 //! connect from different source addresses, never share connections.
 
-use hyper::body::Incoming;
+use super::replay::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::RefCell;
@@ -25,10 +25,10 @@ use tokio::sync::OnceCell;
 const MAX_IDLE_PER_UPSTREAM: usize = 32;
 
 type Key = (u64, SocketAddr);
-type H2Cell = Arc<OnceCell<http2::SendRequest<Incoming>>>;
+type H2Cell = Arc<OnceCell<http2::SendRequest<RequestBody>>>;
 
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -61,7 +61,7 @@ pub struct Pool {
 /// An HTTP/1.1 connection taken from the pool, and whether it had served requests before
 /// (a reused connection may have been closed by the server meanwhile: worth one retry).
 pub struct H1Conn {
-    pub tx: http1::SendRequest<Incoming>,
+    pub tx: http1::SendRequest<RequestBody>,
     pub reused: bool,
 }
 
@@ -86,7 +86,7 @@ impl Pool {
         self.new_h1(upstream).await.map(|tx| H1Conn { tx, reused: false })
     }
 
-    pub async fn new_h1(&self, upstream: SocketAddr) -> Result<http1::SendRequest<Incoming>, PoolError> {
+    pub async fn new_h1(&self, upstream: SocketAddr) -> Result<http1::SendRequest<RequestBody>, PoolError> {
         let io = self.connect(upstream).await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(PoolError::Handshake)?;
         tokio::spawn(async move {
@@ -98,7 +98,7 @@ impl Pool {
         Ok(tx)
     }
 
-    fn take_idle(&self, upstream: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn take_idle(&self, upstream: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
         let now = Instant::now();
         IDLE_H1.with_borrow_mut(|map| {
             let list = map.get_mut(&(self.id, upstream))?;
@@ -114,7 +114,7 @@ impl Pool {
 
     /// Returns `tx` to this worker's pool once its response has been read to the end. A
     /// connection that closes or is upgraded instead never becomes ready and is dropped.
-    pub fn release_when_ready(self: &Arc<Self>, upstream: SocketAddr, mut tx: http1::SendRequest<Incoming>) {
+    pub fn release_when_ready(self: &Arc<Self>, upstream: SocketAddr, mut tx: http1::SendRequest<RequestBody>) {
         let pool = self.clone();
         tokio::spawn(async move {
             if tx.ready().await.is_err() {
@@ -132,7 +132,7 @@ impl Pool {
 
     /// This worker's HTTP/2 connection to `upstream`, made on first use. Concurrent first
     /// requests wait for one handshake instead of each opening a connection.
-    pub async fn h2(&self, upstream: SocketAddr) -> Result<http2::SendRequest<Incoming>, PoolError> {
+    pub async fn h2(&self, upstream: SocketAddr) -> Result<http2::SendRequest<RequestBody>, PoolError> {
         let key = (self.id, upstream);
         let cell: H2Cell = H2.with_borrow_mut(|map| {
             let cell = map.entry(key).or_default();

@@ -1,13 +1,12 @@
 //! The downstream side: one accepted connection served as HTTP/1.1 or HTTP/2.
 
 use super::ProxyBody;
+use super::attempts::{self, Answer};
 use super::client::HttpClient;
 use crate::drain::{Drain, DrainWatch};
-use crate::reason::REASON_HEADER;
-use crate::route::{ConnContext, HttpRoute, HttpRouter, LocalReply};
+use crate::route::{ConnContext, HttpRoute, HttpRouter};
 use crate::stats::Stats;
-use http::{HeaderValue, Request, Response};
-use http_body_util::{Either, Full};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -82,49 +81,19 @@ async fn handle(
             if let Some((reason, _)) = &reply.reason {
                 shared.stats.reasons.count(*reason);
             }
-            local_reply(reply)
+            attempts::reply(reply)
         }
-        HttpRoute::Forward { target, protocol, response_headers } => {
+        HttpRoute::Forward { target, protocol, response_headers, resilience } => {
             target.cluster.rq_total.fetch_add(1, Relaxed);
-            match shared.client.forward(req, target.upstream, protocol, &shared.drain).await {
-                Ok(mut resp) => {
+            match attempts::forward(shared, &ctx, req, &target, protocol, resilience).await {
+                Answer::Upstream(mut resp) => {
                     if let Some(ops) = response_headers {
                         ops.apply(resp.headers_mut());
                     }
                     resp
                 }
-                Err(error) => {
-                    counters.upstream_fail.fetch_add(1, Relaxed);
-                    target.cluster.upstream_fail.fetch_add(1, Relaxed);
-                    let reason = error.reason();
-                    shared.stats.reasons.count(reason);
-                    tracing::warn!(
-                        direction = ctx.direction.as_str(), reason = reason.as_str(), cluster = %target.cluster.name,
-                        upstream = %target.upstream, %error, "upstream request failed"
-                    );
-                    let detail = format!("{} {}", reason.as_str(), target.cluster.name);
-                    let detail = HeaderValue::from_str(&detail).unwrap_or(HeaderValue::from_static(reason.as_str()));
-                    local_reply(LocalReply::failure(error.status(), reason, detail))
-                }
+                Answer::Local(resp) => resp,
             }
         }
     }
-}
-
-/// The response for a reply the proxy makes itself.
-fn local_reply(reply: LocalReply) -> Response<ProxyBody> {
-    let mut resp = Response::new(Either::Right(Full::new(reply.body)));
-    *resp.status_mut() = reply.status;
-    let headers = resp.headers_mut();
-    if let Some((_, detail)) = reply.reason {
-        headers.insert(REASON_HEADER, detail);
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    if let Some(location) = reply.location {
-        headers.insert(http::header::LOCATION, location);
-    }
-    if let Some(ops) = reply.headers {
-        ops.apply(headers);
-    }
-    resp
 }

@@ -6,7 +6,7 @@
 use super::table::{Action, Upstream};
 use crate::config::Snapshot;
 use crate::reason::Reason;
-use crate::route::{ConnContext, HttpRoute, LocalReply, Target, UpstreamProtocol, passthrough_cluster};
+use crate::route::{ConnContext, HttpRoute, LocalReply, Resilience, Target, UpstreamProtocol, passthrough_cluster};
 use bytes::Bytes;
 use common::api::networking::virtual_service::{HttpRedirect, HttpRewrite, RedirectPortSelection};
 use common::compile::{HttpRequestMatch, OutboundMode, RequestAttributes, ValueMatch, VirtualHost};
@@ -88,7 +88,7 @@ pub fn route(snapshot: &Snapshot, ctx: &ConnContext, head: &mut Parts) -> HttpRo
             headers: response_ops.clone(),
         }
         .into(),
-        Action::Forward(destinations) => {
+        Action::Forward { destinations, policy } => {
             let origin = || format!("{} {}", resource_of(host), route.origin.field);
             let Some(dest) = destinations.pick() else {
                 return fail(
@@ -115,6 +115,11 @@ pub fn route(snapshot: &Snapshot, ctx: &ConnContext, head: &mut Parts) -> HttpRo
                 target: Target { upstream, cluster: dest.upstream.stats.clone() },
                 protocol: dest.upstream.protocol,
                 response_headers: dest.response_ops.clone(),
+                resilience: Some(Resilience {
+                    policy: policy.clone(),
+                    cluster: dest.upstream.clone(),
+                    original_dst: (!ctx.direct).then_some(ctx.original_dst),
+                }),
             }
         }
     }
@@ -172,6 +177,7 @@ fn unknown_destination(snapshot: &Snapshot, ctx: &ConnContext, authority: &str, 
             target: Target { upstream: ctx.original_dst, cluster: passthrough_cluster(ctx.direction) },
             protocol: UpstreamProtocol::SameAsDownstream,
             response_headers: None,
+            resilience: None,
         },
         OutboundMode::RegistryOnly => {
             let by = policy.sidecar.as_ref().map_or("mesh config".to_string(), |s| s.to_string());

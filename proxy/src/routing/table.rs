@@ -7,13 +7,16 @@
 //! the tables' shape (virtual host by name, routes by index), built once per config.
 
 use crate::http::header_ops::HeaderOps;
+use crate::policy::RoutePolicy;
 use crate::reason::Reason;
 use crate::route::UpstreamProtocol;
 use crate::stats::ClusterStats;
 use bytes::Bytes;
 use common::api::Headers;
 use common::api::networking::virtual_service::{HttpDirectResponse, HttpRedirect};
-use common::compile::{Cluster, ClusterKey, HttpAction, ProxyTables, RouteOrigin, WeightedClusters};
+use common::compile::{
+    Cluster, ClusterKey, HttpAction, HttpRoute, ProxyTables, RouteOrigin, VirtualHost, WeightedClusters,
+};
 use common::registry::{EndpointAddress, Protocol, Resolution};
 use http::{HeaderValue, StatusCode};
 use std::collections::{BTreeMap, HashMap};
@@ -86,6 +89,19 @@ impl Upstream {
         self.endpoints.get(n % self.endpoints.len().max(1)).copied()
     }
 
+    /// As [`Upstream::pick`], skipping endpoints in `tried` while another is left: a retry
+    /// goes elsewhere when it can (Envoy's previous-hosts predicate), and back to a tried
+    /// endpoint only when every endpoint has been tried.
+    pub fn pick_avoiding(&self, original_dst: Option<SocketAddr>, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        if self.passthrough || tried.is_empty() {
+            return self.pick(original_dst);
+        }
+        let count = self.endpoints.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let untried = (0..count).map(|i| self.endpoints[(start + i) % count]).find(|e| !tried.contains(e));
+        untried.or_else(|| self.endpoints.get(start % count.max(1)).copied())
+    }
+
     pub fn endpoints(&self) -> &[SocketAddr] {
         &self.endpoints
     }
@@ -134,7 +150,7 @@ impl Destinations {
 
 /// What an HTTP route does, ready to run.
 pub enum Action {
-    Forward(Destinations),
+    Forward { destinations: Destinations, policy: Arc<RoutePolicy> },
     Redirect { redirect: HttpRedirect, status: StatusCode, response_ops: Option<Arc<HeaderOps>> },
     Direct { status: StatusCode, body: Bytes, response_ops: Option<Arc<HeaderOps>> },
 }
@@ -193,7 +209,8 @@ impl Routing {
             for host in &listener.virtual_hosts {
                 let mut runtime = HostRoutes::default();
                 for route in &host.http_routes {
-                    let action = routing.action(&route.action, route.headers.as_ref());
+                    let name = route_name(host, route);
+                    let action = routing.action(route, name);
                     runtime.http.push(action.map_err(|m| BuildError::at(&route.origin, m))?);
                 }
                 for route in &host.tls_routes {
@@ -210,7 +227,8 @@ impl Routing {
         Ok(routing)
     }
 
-    fn action(&self, action: &HttpAction, headers: Option<&Headers>) -> Result<Action, String> {
+    fn action(&self, route: &HttpRoute, name: String) -> Result<Action, String> {
+        let headers = route.headers.as_ref();
         let response_ops = |headers: Option<&Headers>| -> Result<Option<Arc<HeaderOps>>, String> {
             let mut ops = HeaderOps::default();
             if let Some(response) = headers.and_then(|h| h.response.as_ref()) {
@@ -218,8 +236,11 @@ impl Routing {
             }
             Ok((!ops.is_empty()).then(|| Arc::new(ops)))
         };
-        Ok(match action {
-            HttpAction::Forward(weighted) => Action::Forward(self.destinations(weighted, headers)?),
+        Ok(match &route.action {
+            HttpAction::Forward(weighted) => Action::Forward {
+                destinations: self.destinations(weighted, headers)?,
+                policy: Arc::new(RoutePolicy::build(route, name, &self.upstreams)?),
+            },
             HttpAction::Redirect(redirect) => {
                 let code = redirect.redirect_code.unwrap_or(301);
                 let status = u16::try_from(code)
@@ -252,6 +273,19 @@ impl Routing {
             list.push(Dest { upstream, weight: wc.weight, request_ops, response_ops });
         }
         Ok(Destinations { list, total: weighted.total_weight })
+    }
+}
+
+/// How log lines name a route: `VirtualService default/reviews spec.http[0] (name)`.
+fn route_name(host: &VirtualHost, route: &HttpRoute) -> String {
+    let resource = match &route.origin.resource {
+        Some(resource) => format!("{resource} {}", route.origin.field),
+        None => format!("default route of {}", host.name),
+    };
+    if route.name.is_empty() || route.origin.resource.is_none() {
+        resource
+    } else {
+        format!("{resource} ({})", route.name)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod mesh;
 pub mod netns;
+pub mod scripted;
 
 use bytes::Bytes;
 use http::{Request, Response};

@@ -1,0 +1,185 @@
+//! The paths a request can take to the backend, each started as real processes: direct, through
+//! one or two of our sidecars, or through one or two nginx reverse proxies doing the same job.
+
+use anyhow::{Context, bail};
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A path from the load generator to the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Direct,
+    /// Through `n` mesh sidecars: the client's outbound side, then the server's inbound side.
+    Mesh(u8),
+    /// Through `n` nginx reverse proxies in a chain.
+    Nginx(u8),
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Route::Direct => write!(f, "direct"),
+            Route::Mesh(1) => write!(f, "1 sidecar"),
+            Route::Mesh(n) => write!(f, "{n} sidecars"),
+            Route::Nginx(1) => write!(f, "1 nginx"),
+            Route::Nginx(n) => write!(f, "{n} nginx"),
+        }
+    }
+}
+
+/// What starts the processes of a path.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub proxy_binary: PathBuf,
+    pub nginx_binary: PathBuf,
+    /// Worker threads of each proxy: `--concurrency` for ours, `worker_processes` for nginx.
+    pub workers: usize,
+    /// CPUs the proxies are pinned to (`taskset -c`), when pinning.
+    pub proxy_cpus: Option<String>,
+    /// Scratch directory for config files and nginx's prefix.
+    pub work_dir: PathBuf,
+}
+
+/// A child process killed when dropped, so a failed run leaves nothing behind.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A started path: where the load generator connects, and the proxies on the way.
+pub struct RunningRoute {
+    pub entry: SocketAddr,
+    pub proxies: Vec<Process>,
+}
+
+/// A port free on loopback now (the kernel picks it; it is released for the child to bind).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Launch {
+    fn command(&self, program: &Path) -> Command {
+        match &self.proxy_cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(cpus).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Starts `route` in front of the backend on `backend`.
+    pub fn start(&self, route: Route, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
+        match route {
+            Route::Direct => Ok(RunningRoute { entry: backend, proxies: Vec::new() }),
+            Route::Mesh(hops) => self.start_mesh(hops, backend),
+            Route::Nginx(hops) => self.start_nginx(hops, backend),
+        }
+    }
+
+    /// One sidecar: the client's, routing the Service's ClusterIP to the backend. Two: the
+    /// client's routes to the server's inbound listener, which hands the request to the app.
+    fn start_mesh(&self, hops: u8, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
+        let mut proxies = Vec::new();
+        let mut next_hop = backend;
+        if hops == 2 {
+            let ports = self.mesh_ports()?;
+            let config = crate::mesh::config(backend.port());
+            proxies.push(self.spawn_proxy("server", &ports, &config, "127.0.0.1", backend)?);
+            next_hop = loopback(ports.inbound);
+        } else if hops != 1 {
+            bail!("mesh paths have one or two sidecars, not {hops}");
+        }
+        let ports = self.mesh_ports()?;
+        let config = crate::mesh::config(next_hop.port());
+        proxies.push(self.spawn_proxy("client", &ports, &config, "127.0.0.2", crate::mesh::SERVICE_ADDRESS)?);
+        Ok(RunningRoute { entry: loopback(ports.outbound), proxies })
+    }
+
+    fn mesh_ports(&self) -> anyhow::Result<crate::mesh::Ports> {
+        Ok(crate::mesh::Ports {
+            outbound: free_port()?,
+            inbound: free_port()?,
+            admin: free_port()?,
+            readiness: free_port()?,
+        })
+    }
+
+    fn spawn_proxy(
+        &self,
+        name: &str,
+        ports: &crate::mesh::Ports,
+        config: &str,
+        instance_ip: &str,
+        fixed_upstream: SocketAddr,
+    ) -> anyhow::Result<Process> {
+        let config_path = self.work_dir.join(format!("mesh-{name}.yaml"));
+        std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
+        let mut command = self.command(&self.proxy_binary);
+        command
+            .args(["--outbound-port", &ports.outbound.to_string(), "--inbound-port", &ports.inbound.to_string()])
+            .args(["--admin-port", &ports.admin.to_string(), "--readiness-port", &ports.readiness.to_string()])
+            .args(["--concurrency", &self.workers.to_string(), "--fixed-upstream", &fixed_upstream.to_string()])
+            .arg("--config-file")
+            .arg(&config_path)
+            .args(["--pod-name", &format!("bench-{name}"), "--pod-namespace", "default"])
+            .args(["--instance-ips", instance_ip])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        let child = command.spawn().with_context(|| format!("starting {}", self.proxy_binary.display()))?;
+        Ok(Process(child))
+    }
+
+    /// A chain of nginx processes, each a reverse proxy with pooled keep-alive upstream
+    /// connections, the way one would configure nginx for this job.
+    fn start_nginx(&self, hops: u8, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
+        let mut proxies = Vec::new();
+        let mut next_hop = backend;
+        for hop in (0..hops).rev() {
+            let listen = loopback(free_port()?);
+            let prefix = self.work_dir.join(format!("nginx-{hop}"));
+            std::fs::create_dir_all(prefix.join("logs"))?;
+            let config = crate::nginx::config(&prefix, listen, next_hop, self.workers);
+            let config_path = prefix.join("nginx.conf");
+            std::fs::write(&config_path, config)?;
+            let mut command = self.command(&self.nginx_binary);
+            command.arg("-p").arg(&prefix).arg("-c").arg(&config_path).stdout(Stdio::null());
+            let child = command.spawn().with_context(|| format!("starting {}", self.nginx_binary.display()))?;
+            proxies.push(Process(child));
+            next_hop = listen;
+        }
+        Ok(RunningRoute { entry: next_hop, proxies })
+    }
+}
+
+/// Waits until a request through `entry` is answered 200, or fails after `within`.
+pub async fn wait_until_answering(entry: SocketAddr, host: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let probe = crate::load::LoadSpec {
+            target: entry,
+            host: host.to_string(),
+            connections: 1,
+            rate: None,
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(50),
+        };
+        match crate::load::run(&probe).await {
+            Ok(report) if report.ok > 0 && report.errors == 0 => return Ok(()),
+            _ if Instant::now() > deadline => bail!("nothing answers 200 through {entry} after {within:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
