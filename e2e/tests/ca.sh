@@ -27,6 +27,10 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=SCRIPTDIR/../cluster.env
 source e2e/cluster.env
 export KUBECONFIG=$KUBECONFIG_PATH
+# shellcheck source=SCRIPTDIR/../lib.sh
+source e2e/lib.sh
+KUBECTL_TIMEOUT=15s
+POLL_SECONDS=0.1
 
 bin=${MESH_CONTROLLER:-target/debug/mesh-controller}
 [[ -x $bin ]] || { echo "[ca] $bin is missing; run cargo build --workspace" >&2; exit 1; }
@@ -50,17 +54,6 @@ race_pids=()
 
 log() { echo "[ca $((SECONDS - started))s] $*"; }
 fail() { echo "[ca] FAIL: $*" >&2; exit 1; }
-k() { kubectl --request-timeout=15s "$@"; }
-
-# until_ok TIMEOUT WHAT CMD...: retries CMD every 100 ms for at most TIMEOUT seconds.
-until_ok() {
-    local timeout=$1 what=$2 deadline=$((SECONDS + $1))
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for $what"
-        sleep 0.1
-    done
-}
 
 on_exit() {
     local rc=$?
@@ -90,7 +83,7 @@ run_controller() {
 start_controller() {
     run_controller "$ns_ctl" 0 "$work/controller.log"
     controller_pid=$!
-    until_ok 30 "the controller's /ready" curl -fsS "http://127.0.0.1:$monitoring_port/ready"
+    wait_for 30 "the controller's /ready" curl -fsS "http://127.0.0.1:$monitoring_port/ready"
 }
 
 stop_controller() {
@@ -130,15 +123,15 @@ k -n "$ns_ctl" get secret mesh-ca-secret -o jsonpath='{.data.ca-cert\.pem}' | ba
 k -n "$ns_ctl" get secret mesh-ca-secret -o jsonpath='{.data.ca-key\.pem}' | base64 -d | grep -q "PRIVATE KEY" \
     || fail "the Secret lacks ca-key.pem"
 openssl x509 -in "$work/root.pem" -noout -text | grep -q "CA:TRUE" || fail "the stored root is not a CA certificate"
-until_ok 10 "the root in $ns_app" published "$ns_app"
-until_ok 10 "the root in default" published default
+wait_for 10 "the root in $ns_app" published "$ns_app"
+wait_for 10 "the root in default" published default
 if grep -q "PRIVATE KEY" "$work/controller.log"; then fail "the controller logged key material"; fi
 
 log "2. a new namespace gets the root; a deleted ConfigMap comes back"
 k create namespace "$ns_new" >/dev/null
-until_ok 10 "the root in the new namespace $ns_new" published "$ns_new"
+wait_for 10 "the root in the new namespace $ns_new" published "$ns_new"
 k -n "$ns_new" delete configmap istio-ca-root-cert >/dev/null
-until_ok 10 "the root put back in $ns_new" published "$ns_new"
+wait_for 10 "the root put back in $ns_new" published "$ns_new"
 
 log "3. a real token of audience istio-ca gets its SPIFFE certificate"
 k -n "$ns_app" create token reviews --audience istio-ca --duration 10m >"$work/app.token"
@@ -213,12 +206,12 @@ EOF
 # Refused by our webhook with the field path (a TLS failure would be refused too, by
 # failurePolicy Fail, but without it).
 refused_by_webhook() { ! bad_virtual_service >"$work/apply.out" 2>&1 && grep -q 'spec.http\[0\].route' "$work/apply.out"; }
-until_ok 10 "the API server to call the webhook over the CA's certificate" refused_by_webhook
+wait_for 10 "the API server to call the webhook over the CA's certificate" refused_by_webhook
 
 log "7. a restart loads the same root"
 stop_controller
 start_controller
-until_ok 10 "the root still in $ns_app" published "$ns_app"
+wait_for 10 "the root still in $ns_app" published "$ns_app"
 sign app-again "$work/app.token" || fail "signing after the restart refused: $(cat "$work/app-again.err")"
 openssl verify -CAfile "$work/root.pem" "$work/app-again.pem" >/dev/null || fail "after the restart the root changed"
 
@@ -230,7 +223,7 @@ for offset in 1 2; do
     race_pids+=($!)
 done
 for offset in 1 2; do
-    until_ok 30 "replica $offset's /ready" curl -fsS "http://127.0.0.1:$((monitoring_port + offset))/ready"
+    wait_for 30 "replica $offset's /ready" curl -fsS "http://127.0.0.1:$((monitoring_port + offset))/ready"
 done
 generated=$(cat "$work"/race-*.log | grep -c "CA root generated and stored" || true)
 ((generated == 1)) || fail "$generated replicas stored a root of their own, not exactly one"
@@ -255,10 +248,10 @@ if KUBECONFIG=$work/rbac.kubeconfig k -n "$ns_app" get secrets >/dev/null 2>&1; 
 fi
 KUBECONFIG=$work/rbac.kubeconfig run_controller "$ns_rbac" 3 "$work/rbac.log"
 race_pids+=($!)
-until_ok 30 "the controller's /ready as $ns_rbac/$rbac_name" curl -fsS "http://127.0.0.1:$((monitoring_port + 3))/ready"
+wait_for 30 "the controller's /ready as $ns_rbac/$rbac_name" curl -fsS "http://127.0.0.1:$((monitoring_port + 3))/ready"
 k -n "$ns_rbac" get secret mesh-ca-secret -o jsonpath='{.data.ca-cert\.pem}' | base64 -d >"$work/rbac-root.pem"
 rbac_published() { [[ "$(root_in "$1" 2>/dev/null)" == "$(cat "$work/rbac-root.pem")" ]]; }
-until_ok 10 "the root of $ns_rbac's controller in $ns_app" rbac_published "$ns_app"
+wait_for 10 "the root of $ns_rbac's controller in $ns_app" rbac_published "$ns_app"
 "$bin" sign --address "https://127.0.0.1:$((tls_port + 3))" --server-name "mesh-controller.$ns_rbac.svc" \
     --root-cert "$work/rbac-root.pem" --token-file "$work/app.token" >"$work/rbac-app.pem" 2>"$work/rbac-app.err" \
     || fail "signing as the RBAC'd controller refused: $(cat "$work/rbac-app.err")"

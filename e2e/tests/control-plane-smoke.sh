@@ -45,22 +45,15 @@ done
     && { echo "--with-node-agent needs the main cluster's settings (the agent's chains are global)" >&2; exit 2; }
 # shellcheck source=SCRIPTDIR/../cluster.env
 source e2e/cluster.env
+export KUBECONFIG="$KUBECONFIG_PATH"
+# shellcheck source=SCRIPTDIR/../lib.sh
+source e2e/lib.sh
+KUBECTL_TIMEOUT=15s
 
 started=$SECONDS
 ns=smoke
 log() { echo "[smoke $((SECONDS - started))s] $*"; }
 fail() { echo "[smoke] FAIL: $*" >&2; exit 1; }
-k() { kubectl --kubeconfig "$KUBECONFIG_PATH" --request-timeout=15s "$@"; }
-
-# until_ok TIMEOUT WHAT CMD...: retries CMD every second for at most TIMEOUT seconds.
-until_ok() {
-    local timeout=$1 what=$2 deadline=$((SECONDS + $1))
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for $what"
-        sleep 1
-    done
-}
 
 # The payload of a JWT, decoded (base64url without padding).
 jwt_payload() {
@@ -106,16 +99,16 @@ version="$(k get --raw /version | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p'
 
 log "2. namespace, ConfigMap, Deployment"
 k create namespace "$ns" >/dev/null
-until_ok 60 "ServiceAccount $ns/default" k -n "$ns" get serviceaccount default
-until_ok 60 "ConfigMap $ns/kube-root-ca.crt" k -n "$ns" get configmap kube-root-ca.crt
+wait_for 60 "ServiceAccount $ns/default" k -n "$ns" get serviceaccount default
+wait_for 60 "ConfigMap $ns/kube-root-ca.crt" k -n "$ns" get configmap kube-root-ca.crt
 k -n "$ns" create configmap settings --from-literal=greeting=hello >/dev/null
 [[ "$(k -n "$ns" get configmap settings -o jsonpath='{.data.greeting}')" == hello ]] \
     || fail "ConfigMap $ns/settings does not read back"
 k -n "$ns" create deployment web --image=mesh/test-http:dev >/dev/null
 has_pod() { [[ -n "$(k -n "$ns" get pods -l app=web -o name)" ]]; }
-until_ok 60 "a pod of Deployment $ns/web (made by kube-controller-manager)" has_pod
+wait_for 60 "a pod of Deployment $ns/web (made by kube-controller-manager)" has_pod
 if $with_agent; then
-    until_ok 120 "Deployment $ns/web available (node agent)" \
+    wait_for 120 "Deployment $ns/web available (node agent)" \
         k -n "$ns" wait --for=condition=Available deployment/web --timeout=5s
 fi
 
@@ -175,7 +168,7 @@ spec: {weight: 3}
 EOF
 sed -e 's/name: one/name: bad/' -e 's/weight: 3/weight: -1/' "$tmp/good.yaml" >"$tmp/bad.yaml"
 # kubectl's discovery cache may lag the new group by a moment.
-until_ok 30 "a custom object of the test CRD" k -n "$ns" apply -f "$tmp/good.yaml"
+wait_for 30 "a custom object of the test CRD" k -n "$ns" apply -f "$tmp/good.yaml"
 if k -n "$ns" apply -f "$tmp/bad.yaml" >/dev/null 2>&1; then
     fail "the CRD's schema did not reject spec.weight -1"
 fi

@@ -23,6 +23,10 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=SCRIPTDIR/../cluster.env
 source e2e/cluster.env
 export KUBECONFIG=$KUBECONFIG_PATH
+# shellcheck source=SCRIPTDIR/../lib.sh
+source e2e/lib.sh
+KUBECTL_TIMEOUT=15s
+POLL_SECONDS=0.1
 
 bin=${MESH_CONTROLLER:-target/debug/mesh-controller}
 [[ -x $bin ]] || { echo "[controller] $bin is missing; run cargo build --workspace" >&2; exit 1; }
@@ -40,18 +44,7 @@ probe_pids=()
 
 log() { echo "[controller $((SECONDS - started))s] $*"; }
 fail() { echo "[controller] FAIL: $*" >&2; exit 1; }
-k() { kubectl --request-timeout=15s "$@"; }
 now_ms() { date +%s%3N; }
-
-# until_ok TIMEOUT WHAT CMD...: retries CMD every 100 ms for at most TIMEOUT seconds.
-until_ok() {
-    local timeout=$1 what=$2 deadline=$((SECONDS + $1))
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for $what"
-        sleep 0.1
-    done
-}
 
 on_exit() {
     local rc=$?
@@ -74,7 +67,7 @@ start_controller() {
         --webhook-address "$BRIDGE_IP:$webhook_port" --webhook-cert "$work/cert.pem" --webhook-key "$work/key.pem" \
         --tls-address "127.0.0.1:${CONTROLLER_TLS_PORT:-25112}" --namespace "$ns_a" --lease-name "mesh-controller-e2e-$run_id" >>"$work/controller.log" 2>&1 &
     controller_pid=$!
-    until_ok 30 "the controller's /ready" curl -fsS "http://127.0.0.1:$monitoring_port/ready"
+    wait_for 30 "the controller's /ready" curl -fsS "http://127.0.0.1:$monitoring_port/ready"
 }
 
 # seen NAMESPACE PATTERN: whether the probe of NAMESPACE printed a line matching PATTERN.
@@ -104,14 +97,14 @@ for ns in "$ns_a" "$ns_b"; do
     "$bin" probe --address "http://127.0.0.1:$config_port" --namespace "$ns" --pod web-0 --list-up-to 100000 >"$work/probe-$ns.jsonl" 2>&1 &
     probe_pids+=($!)
 done
-until_ok 10 "a snapshot in $ns_a" seen "$ns_a" '"full":true'
-until_ok 10 "a snapshot in $ns_b" seen "$ns_b" '"full":true'
+wait_for 10 "a snapshot in $ns_a" seen "$ns_a" '"full":true'
+wait_for 10 "a snapshot in $ns_b" seen "$ns_b" '"full":true'
 seen "$ns_a" 'mesh/Service /kubernetes.default.svc.cluster.local' || fail "the snapshot lacks the kubernetes Service"
 
 log "2. a new Service reaches both namespaces"
 k -n "$ns_a" create service clusterip reviews --tcp=9080:9080 >/dev/null
-until_ok 10 "the Service in $ns_a" seen "$ns_a" "mesh/Service /reviews.$ns_a.svc"
-until_ok 10 "the Service in $ns_b" seen "$ns_b" "mesh/Service /reviews.$ns_a.svc"
+wait_for 10 "the Service in $ns_a" seen "$ns_a" "mesh/Service /reviews.$ns_a.svc"
+wait_for 10 "the Service in $ns_b" seen "$ns_b" "mesh/Service /reviews.$ns_a.svc"
 
 log "3. a VirtualService exported to its namespace only"
 k apply -f - >/dev/null <<EOF
@@ -125,7 +118,7 @@ spec:
 EOF
 applied=$(now_ms)
 vs_key="networking.istio.io/VirtualService $ns_a/reviews"
-until_ok 5 "the VirtualService in $ns_a" seen "$ns_a" "\"upserted\":\[[^]]*$vs_key"
+wait_for 5 "the VirtualService in $ns_a" seen "$ns_a" "\"upserted\":\[[^]]*$vs_key"
 received=$(grep -- "\"upserted\":\[[^]]*$vs_key" "$work/probe-$ns_a.jsonl" | head -1 | sed 's/.*"at_ms":\([0-9]*\).*/\1/')
 latency=$((received - applied))
 log "   reached $ns_a ${latency} ms after kubectl returned"
@@ -133,7 +126,7 @@ log "   reached $ns_a ${latency} ms after kubectl returned"
 sleep 1
 seen "$ns_b" "$vs_key" && fail "the VirtualService reached $ns_b, which it is not exported to"
 k -n "$ns_a" delete virtualservice reviews >/dev/null
-until_ok 5 "the VirtualService's removal in $ns_a" seen "$ns_a" "\"removed\":\[[^]]*$vs_key"
+wait_for 5 "the VirtualService's removal in $ns_a" seen "$ns_a" "\"removed\":\[[^]]*$vs_key"
 
 log "4. validation at admission"
 k apply -f - >/dev/null <<EOF
@@ -182,12 +175,12 @@ spec:
 EOF
 grep -q 'Warning: .*spec.http\[0\].route\[0\].destination.subset' "$work/warn.out" \
     || fail "no admission warning for the undefined subset: $(cat "$work/warn.out")"
-until_ok 5 "the VirtualService with a warning in $ns_a" seen "$ns_a" "networking.istio.io/VirtualService $ns_a/subset"
+wait_for 5 "the VirtualService with a warning in $ns_a" seen "$ns_a" "networking.istio.io/VirtualService $ns_a/subset"
 
 log "5. status conditions"
 status_of() { k -n "$1" get virtualservice "$2" -o jsonpath='{.status.conditions[0].status} {.status.conditions[0].reason} {.status.validationMessages[*].field} {.status.conditions[0].message}'; }
 has_status() { [[ "$(status_of "$1" "$2")" == "$3"* ]]; }
-until_ok 15 "the status of $ns_a/subset" has_status "$ns_a" subset "True Accepted spec.http[0].route[0].destination.subset"
+wait_for 15 "the status of $ns_a/subset" has_status "$ns_a" subset "True Accepted spec.http[0].route[0].destination.subset"
 k apply -f - >/dev/null <<EOF
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -196,7 +189,7 @@ spec:
   hosts: [reviews]
   http: [{route: [{destination: {host: reviews}, weight: 50}, {destination: {host: reviews}, weight: 20}]}]
 EOF
-until_ok 15 "the status of $ns_b/bad" has_status "$ns_b" bad "False Invalid spec.http[0].route spec.http[0].route:"
+wait_for 15 "the status of $ns_b/bad" has_status "$ns_b" bad "False Invalid spec.http[0].route spec.http[0].route:"
 log "   $ns_b/bad: $(status_of "$ns_b" bad)"
 sleep 0.5
 seen "$ns_b" "VirtualService $ns_b/bad" && fail "the invalid VirtualService was sent to a proxy"
@@ -207,16 +200,16 @@ before_b=$(count "$ns_b" '"full":true')
 kill "$controller_pid"
 wait "$controller_pid" 2>/dev/null || true
 start_controller
-until_ok 15 "a resync in $ns_a" more_snapshots "$ns_a" "$before_a"
-until_ok 15 "a resync in $ns_b" more_snapshots "$ns_b" "$before_b"
+wait_for 15 "a resync in $ns_a" more_snapshots "$ns_a" "$before_a"
+wait_for 15 "a resync in $ns_b" more_snapshots "$ns_b" "$before_b"
 grep '"full":true' "$work/probe-$ns_a.jsonl" | tail -n 1 | grep -q "networking.istio.io/VirtualService $ns_a/subset" \
     || fail "the resync of $ns_a lacks its VirtualService"
 k -n "$ns_a" delete virtualservice subset >/dev/null
-until_ok 5 "a change after the restart in $ns_a" seen "$ns_a" "\"removed\":\[[^]]*VirtualService $ns_a/subset"
+wait_for 5 "a change after the restart in $ns_a" seen "$ns_a" "\"removed\":\[[^]]*VirtualService $ns_a/subset"
 
 log "7. metrics"
 metrics=$(curl -fsS "http://127.0.0.1:$monitoring_port/metrics")
 grep -q '^mesh_controller_connected_proxies 2$' <<<"$metrics" || fail "connected proxies is not 2"
-until_ok 5 "a measured push latency" \
+wait_for 5 "a measured push latency" \
     sh -c "curl -fsS http://127.0.0.1:$monitoring_port/metrics | grep -q '^mesh_controller_push_latency_seconds_count [1-9]'"
 log "pass"

@@ -20,6 +20,8 @@ cd "$(dirname "$0")/../.."
 
 source e2e/cluster.env
 export KUBECONFIG="$KUBECONFIG_PATH"
+# shellcheck source=SCRIPTDIR/../lib.sh
+source e2e/lib.sh
 for b in mesh-injector mesh-proxy mesh-test-http; do
     [[ -x target/debug/$b ]] || { echo "target/debug/$b is missing; run cargo build --workspace" >&2; exit 1; }
 done
@@ -32,7 +34,6 @@ started=$SECONDS
 created_cp=false
 
 log() { echo "[injector $((SECONDS - started))s] $*"; }
-k() { kubectl --request-timeout=20s "$@"; }
 fail() {
     echo "[injector] FAIL: $*" >&2
     k -n "$mesh" get pods -o wide >&2 || true
@@ -54,16 +55,6 @@ cleanup() {
     if $created_cp; then k delete namespace "$cp" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true; fi
     exit "$rc"
 }
-# until_ok TIMEOUT CMD...: retry CMD every second until it succeeds or TIMEOUT seconds pass.
-until_ok() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
-        sleep 1
-    done
-}
-
 k get mutatingwebhookconfiguration mesh-injector >/dev/null 2>&1 \
     && { echo "MutatingWebhookConfiguration mesh-injector exists already; is another run going on?" >&2; exit 1; }
 k get namespace "$cp" >/dev/null 2>&1 || created_cp=true

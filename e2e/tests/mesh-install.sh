@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 
 source e2e/cluster.env
 export KUBECONFIG="$KUBECONFIG_PATH"
+source e2e/lib.sh
 for b in mesh-controller mesh-injector mesh-proxy mesh-test-http; do
     [[ -x target/debug/$b ]] || { echo "target/debug/$b is missing; run cargo build --workspace" >&2; exit 1; }
 done
@@ -25,12 +26,8 @@ app="install-app-$id"
 cp=istio-system
 started=$SECONDS
 created_cp=false
-manifests=(manifests/controller/rbac.yaml manifests/controller/service.yaml manifests/controller/deployment.yaml
-    manifests/controller/webhook.yaml manifests/injector/rbac.yaml manifests/injector/service.yaml
-    manifests/injector/deployment.yaml manifests/injector/webhook.yaml)
 
 log() { echo "[mesh-install $((SECONDS - started))s] $*"; }
-k() { kubectl --request-timeout=20s "$@"; }
 pod_of() { k -n "$cp" get pods -l "app=$1" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null; }
 fail() {
     echo "[mesh-install] FAIL: $*" >&2
@@ -44,46 +41,18 @@ fail() {
 }
 cleanup() {
     local rc=$?
-    # Webhook configurations first: with their servers gone they would refuse requests.
-    k delete mutatingwebhookconfiguration mesh-injector --ignore-not-found >/dev/null 2>&1 || true
-    k delete validatingwebhookconfiguration mesh-validation --ignore-not-found >/dev/null 2>&1 || true
+    remove_mesh_webhooks
     k delete namespace "$app" --ignore-not-found --wait=true --timeout=90s >/dev/null 2>&1 || true
-    k delete -f manifests/injector/deployment.yaml -f manifests/controller/deployment.yaml --ignore-not-found \
-        --wait=true --timeout=60s >/dev/null 2>&1 || true
-    k delete -f manifests/injector/service.yaml -f manifests/controller/service.yaml --ignore-not-found >/dev/null 2>&1 || true
-    k -n "$cp" delete secret mesh-ca-secret --ignore-not-found >/dev/null 2>&1 || true
-    k -n "$cp" delete serviceaccount mesh-injector mesh-controller --ignore-not-found >/dev/null 2>&1 || true
-    k -n "$cp" delete rolebinding,role --all --ignore-not-found >/dev/null 2>&1 || true
-    k delete clusterrolebinding,clusterrole mesh-injector mesh-controller --ignore-not-found >/dev/null 2>&1 || true
-    # The root the controller published in every namespace.
-    k get configmaps -A --field-selector metadata.name=istio-ca-root-cert \
-        -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}' 2>/dev/null \
-        | while read -r ns; do k -n "$ns" delete configmap istio-ca-root-cert --ignore-not-found >/dev/null 2>&1 || true; done
+    uninstall_mesh
     if $created_cp; then k delete namespace "$cp" --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true; fi
     exit "$rc"
 }
-# until_ok TIMEOUT CMD...: retry CMD every second until it succeeds or TIMEOUT seconds pass.
-until_ok() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
-        sleep 1
-    done
-}
-
-for w in mutatingwebhookconfiguration/mesh-injector validatingwebhookconfiguration/mesh-validation; do
-    k get "$w" >/dev/null 2>&1 && { echo "$w exists already; is another run going on?" >&2; exit 1; }
-done
+require_no_mesh
 k get namespace "$cp" >/dev/null 2>&1 || created_cp=true
 trap cleanup EXIT
 
 log "1. install the controller; it creates the CA and publishes the root"
-k apply -f manifests/crds.yaml >/dev/null
-k apply -f manifests/controller/rbac.yaml -f manifests/controller/service.yaml \
-    -f manifests/controller/deployment.yaml -f manifests/controller/webhook.yaml >/dev/null
-until_ok 120 k -n "$cp" wait --for=condition=Available deployment/mesh-controller --timeout=5s \
-    || fail "the controller Deployment did not become Available"
+install_controller || fail "the controller was not installed"
 root_of() { k -n "$1" get configmap istio-ca-root-cert -o jsonpath='{.data.root-cert\.pem}'; }
 until_ok 60 root_of "$cp" || fail "no ConfigMap istio-ca-root-cert in $cp"
 root="$(root_of "$cp")"
@@ -91,10 +60,7 @@ grep -q 'BEGIN CERTIFICATE' <<<"$root" || fail "the published root is not a cert
 log "   controller Available, root published"
 
 log "2. install the injector; its certificate comes from the mesh CA"
-k apply -f manifests/injector/rbac.yaml -f manifests/injector/service.yaml \
-    -f manifests/injector/deployment.yaml -f manifests/injector/webhook.yaml >/dev/null
-until_ok 90 k -n "$cp" wait --for=condition=Available deployment/mesh-injector --timeout=5s \
-    || fail "the injector Deployment did not become Available"
+install_injector || fail "the injector was not installed"
 bundle_of() { k get "$1" -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d; }
 bundle_is_root() { [[ "$(bundle_of "$1")" == "$root" ]]; }
 until_ok 90 bundle_is_root mutatingwebhookconfiguration/mesh-injector \

@@ -18,6 +18,8 @@ root=$PWD
 
 [[ -f e2e/cluster.env ]] && source e2e/cluster.env
 export KUBECONFIG="${KUBECONFIG_PATH:-$KUBECONFIG}"
+# shellcheck source=SCRIPTDIR/../lib.sh
+source e2e/lib.sh
 agent_dir="${NODE_AGENT_DIR:-/var/lib/mesh-e2e/cluster/node-agent}"
 domain="${CLUSTER_DOMAIN:-cluster.local}"
 
@@ -35,16 +37,6 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-# until TIMEOUT CMD...: retry CMD every second until it succeeds or TIMEOUT seconds pass.
-until_ok() {
-    local timeout=$1; shift
-    local deadline=$((SECONDS + timeout))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
-        sleep 1
-    done
-}
 
 pod_ips() { kubectl -n "$ns" get pods -l app=web -o jsonpath='{.items[*].status.podIP}' | tr ' ' '\n' | sort | xargs; }
 endpoint_ips() { kubectl -n "$ns" get endpoints web -o jsonpath='{.subsets[*].addresses[*].ip}' | tr ' ' '\n' | sort | xargs; }

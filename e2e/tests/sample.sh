@@ -10,22 +10,19 @@ cd "$(dirname "$0")/../.."
 
 source e2e/cluster.env
 export KUBECONFIG="$KUBECONFIG_PATH"
-k() { kubectl --request-timeout=20s "$@"; }
-for w in mutatingwebhookconfiguration/mesh-injector validatingwebhookconfiguration/mesh-validation; do
-    k get "$w" >/dev/null 2>&1 && { echo "$w exists already; is another run going on?" >&2; exit 1; }
-done
+source e2e/lib.sh
+require_no_mesh
+created_cp=false
+k get namespace istio-system >/dev/null 2>&1 || created_cp=true
 cleanup() {
     local rc=$?
-    k delete mutatingwebhookconfiguration mesh-injector --ignore-not-found >/dev/null 2>&1 || true
-    k delete validatingwebhookconfiguration mesh-validation --ignore-not-found >/dev/null 2>&1 || true
+    remove_mesh_webhooks
     k -n default delete -f samples/bookinfo/networking/virtual-service-all-v1.yaml \
         -f samples/bookinfo/networking/destination-rule-all.yaml --ignore-not-found >/dev/null 2>&1 || true
     k -n default delete -f samples/bookinfo/platform/kube/bookinfo.yaml --ignore-not-found --wait=true --timeout=90s >/dev/null 2>&1 || true
     k label namespace default istio-injection- >/dev/null 2>&1 || true
-    k delete -f manifests/injector/ -f manifests/controller/ --ignore-not-found --wait=true --timeout=90s >/dev/null 2>&1 || true
-    k get configmaps -A --field-selector metadata.name=istio-ca-root-cert \
-        -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}' 2>/dev/null \
-        | while read -r ns; do k -n "$ns" delete configmap istio-ca-root-cert --ignore-not-found >/dev/null 2>&1 || true; done
+    uninstall_mesh
+    if $created_cp; then k delete namespace istio-system --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true; fi
     exit "$rc"
 }
 trap cleanup EXIT
