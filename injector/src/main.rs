@@ -183,48 +183,15 @@ fn kube_inject(args: &KubeInjectArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let client = match kube::Client::try_default().await {
-        Ok(c) => Some(c),
-        Err(e) if args.webhook_config.is_none() && !matches!(args.native_sidecars, NativeChoice::Auto) => {
-            tracing::warn!(error = %e, "no Kubernetes API; serving without it");
-            None
-        }
-        Err(e) => {
-            return Err(e)
-                .context("connecting to the Kubernetes API (needed for --native-sidecars auto and --webhook-config)");
-        }
-    };
-    // (default mode, whether a pod may ask for native sidecars)
-    let (mode, native_supported) = match (args.native_sidecars, &client) {
-        (NativeChoice::True, _) => (SidecarMode::Native, true),
-        (NativeChoice::False, _) => (SidecarMode::Classic, true),
-        (NativeChoice::Auto, Some(c)) => {
-            let (mode, version) = cluster::server_mode(c).await?;
-            tracing::info!(%version, ?mode, "sidecar mode from the server version");
-            (mode, mode == SidecarMode::Native)
-        }
-        (NativeChoice::Auto, None) => (SidecarMode::Classic, true),
-    };
+    let client = connect_api(&args).await?;
+    let (mode, native_supported) = sidecar_mode(args.native_sidecars, &client).await?;
     let cfg = Arc::new(InjectConfig { native_supported, ..args.inject.config(mode) });
     let namespace = &cfg.control_plane_namespace;
     let dns = certs::service_dns_names(&args.service, namespace, &args.cluster_domain);
     let validity = Duration::from_secs(args.cert_days.max(1) * 86_400);
     let mesh_ca = mesh_ca(&args, &client, &cfg);
     let ca_names = mesh_ca::requested_names(&args.service, namespace, &args.cluster_domain);
-    let cert = match (&args.cert_dir, &mesh_ca) {
-        (Some(dir), _) => certs::from_dir(dir)?,
-        (None, Some(ca)) => match tokio::time::timeout(Duration::from_secs(10), ca.serving_cert(&ca_names)).await {
-            Ok(Ok(cert)) => cert,
-            outcome => {
-                let why = outcome.map_or("no answer within 10 s".to_string(), |r| {
-                    r.err().map(|e| e.to_string()).unwrap_or_default()
-                });
-                tracing::warn!(reason = %why, "no certificate from the mesh CA yet: serving a self-signed one meanwhile");
-                certs::self_signed(&dns, validity)?
-            }
-        },
-        (None, None) => certs::self_signed(&dns, validity)?,
-    };
+    let cert = first_certificate(&args, mesh_ca.as_ref(), &ca_names, &dns, validity).await?;
     tracing::info!(source = ?cert.source, "serving certificate");
     let tls = server::TlsHandle::new(certs::server_config(&cert)?);
     if let (Some(c), Some(name)) = (&client, &args.webhook_config) {
@@ -243,20 +210,74 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        let renewal = renew::Renewal { dns, validity, mesh_ca: mesh_ca.map(|ca| (ca, ca_names)) };
+        let renewal = renew::Renewal { dns: dns.clone(), validity, mesh_ca: mesh_ca.map(|ca| (ca, ca_names)) };
         tokio::spawn(renew::renew_forever(cert.clone(), renewal, tls.clone(), publish));
     }
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", args.port))
         .await
         .with_context(|| format!("binding :{}", args.port))?;
-    tracing::info!(port = args.port, names = ?certs::service_dns_names(&args.service, &cfg.control_plane_namespace, &args.cluster_domain), "webhook serving");
+    tracing::info!(port = args.port, names = ?dns, "webhook serving");
     server::serve(listener, cfg, tls, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The mesh CA to ask, when there is a cluster, it is not turned off, no files are given and
-/// the injector has a token to show.
+/// The Kubernetes client, or `None` when there is no API server and nothing needs one (a
+/// webhook run by hand for tests, with the sidecar mode given).
+async fn connect_api(args: &ServeArgs) -> anyhow::Result<Option<kube::Client>> {
+    match kube::Client::try_default().await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if args.webhook_config.is_none() && !matches!(args.native_sidecars, NativeChoice::Auto) => {
+            tracing::warn!(error = %e, "no Kubernetes API; serving without it");
+            Ok(None)
+        }
+        Err(e) => {
+            Err(e).context("connecting to the Kubernetes API (needed for --native-sidecars auto and --webhook-config)")
+        }
+    }
+}
+
+/// The default sidecar mode, and whether a pod may ask for native sidecars: as given, or from
+/// the API server's version for `auto`.
+async fn sidecar_mode(choice: NativeChoice, client: &Option<kube::Client>) -> anyhow::Result<(SidecarMode, bool)> {
+    Ok(match (choice, client) {
+        (NativeChoice::True, _) => (SidecarMode::Native, true),
+        (NativeChoice::False, _) => (SidecarMode::Classic, true),
+        (NativeChoice::Auto, Some(c)) => {
+            let (mode, version) = cluster::server_mode(c).await?;
+            tracing::info!(%version, ?mode, "sidecar mode from the server version");
+            (mode, mode == SidecarMode::Native)
+        }
+        (NativeChoice::Auto, None) => (SidecarMode::Classic, true),
+    })
+}
+
+/// The certificate served first: the one in `--cert-dir` if given, else one from the mesh CA,
+/// else (no CA configured, or no answer within 10 s) a self-signed one, which the renewal task
+/// replaces by the CA's as soon as the CA answers. The webhook must serve at once: until it
+/// does, the API server refuses every pod of an injected namespace.
+async fn first_certificate(
+    args: &ServeArgs,
+    mesh_ca: Option<&mesh_ca::MeshCa>,
+    ca_names: &[String],
+    dns: &[String],
+    validity: Duration,
+) -> anyhow::Result<certs::ServingCert> {
+    if let Some(dir) = &args.cert_dir {
+        return Ok(certs::from_dir(dir)?);
+    }
+    let Some(ca) = mesh_ca else { return Ok(certs::self_signed(dns, validity)?) };
+    match tokio::time::timeout(Duration::from_secs(10), ca.serving_cert(ca_names)).await {
+        Ok(Ok(cert)) => Ok(cert),
+        outcome => {
+            let why = outcome
+                .map_or("no answer within 10 s".to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+            tracing::warn!(reason = %why, "no certificate from the mesh CA yet: serving a self-signed one meanwhile");
+            Ok(certs::self_signed(dns, validity)?)
+        }
+    }
+}
+
 fn mesh_ca(args: &ServeArgs, client: &Option<kube::Client>, cfg: &InjectConfig) -> Option<mesh_ca::MeshCa> {
     let client = client.clone()?;
     if !args.mesh_ca || args.cert_dir.is_some() {
