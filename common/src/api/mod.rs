@@ -4,6 +4,7 @@
 //! deserializes unchanged. Every spec struct denies unknown fields: a typo is an error, never a
 //! silently ignored setting.
 
+pub mod grpc_status;
 pub mod networking;
 pub mod security;
 pub mod status;

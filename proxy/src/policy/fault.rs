@@ -66,7 +66,7 @@ fn abort(abort: &HttpAbort) -> Result<Option<(Abort, Share)>, String> {
         let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok());
         Abort::Http(status.ok_or(format!("httpStatus: {:?} is not an HTTP status", abort.http_status))?)
     } else if let Some(name) = &abort.grpc_status {
-        Abort::Grpc(grpc_code(name).ok_or(format!(
+        Abort::Grpc(common::api::grpc_status::code(name).ok_or(format!(
             "grpcStatus: {name:?} is not a gRPC status; use a name such as UNAVAILABLE or a number from 0 to 16"
         ))?)
     } else {
@@ -74,34 +74,6 @@ fn abort(abort: &HttpAbort) -> Result<Option<(Abort, Share)>, String> {
         return Ok(None);
     };
     Ok(Some((kind, share(abort.percentage.as_ref(), None))))
-}
-
-const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// A gRPC status by its name (`UNAVAILABLE`, any case) or number.
-fn grpc_code(name: &str) -> Option<u32> {
-    if let Ok(code) = name.parse::<u32>() {
-        return (code < 17).then_some(code);
-    }
-    GRPC_CODES.iter().position(|c| c.eq_ignore_ascii_case(name)).and_then(|i| u32::try_from(i).ok())
 }
 
 /// The proxy's answer to an aborted request.
@@ -131,15 +103,6 @@ pub fn abort_response(abort: Abort) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_statuses_are_read_by_name_or_number() {
-        assert_eq!(grpc_code("UNAVAILABLE"), Some(14));
-        assert_eq!(grpc_code("deadline_exceeded"), Some(4));
-        assert_eq!(grpc_code("8"), Some(8));
-        assert_eq!(grpc_code("17"), None);
-        assert_eq!(grpc_code("BROKEN"), None);
-    }
 
     #[test]
     fn the_deprecated_integer_percent_is_read_when_percentage_is_unset() {

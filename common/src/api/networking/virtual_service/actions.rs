@@ -146,6 +146,14 @@ fn abort_rules(abort: &HttpAbort, path: &FieldPath, diagnostics: &mut Diagnostic
     {
         diagnostics.error(&path.field("httpStatus"), format!("HTTP status {status} is out of range; use 200 to 599"));
     }
+    if let Some(name) = &abort.grpc_status
+        && crate::api::grpc_status::code(name).is_none()
+    {
+        diagnostics.error(
+            &path.field("grpcStatus"),
+            format!("{name:?} is not a gRPC status; use a name such as UNAVAILABLE or a number from 0 to 16"),
+        );
+    }
     if abort.http2_error.is_some() {
         diagnostics.unsupported(&path.field("http2Error"));
     }

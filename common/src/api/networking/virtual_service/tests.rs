@@ -171,6 +171,25 @@ fn an_abort_sets_one_kind_of_error() {
 }
 
 #[test]
+fn an_abort_grpc_status_is_a_known_name_or_number() {
+    let mut spec = reviews(vec![to("reviews", "", None)]);
+    let abort = |status: &str| {
+        Some(super::super::HttpFaultInjection {
+            delay: None,
+            abort: Some(super::super::HttpAbort { grpc_status: Some(status.into()), ..Default::default() }),
+        })
+    };
+    for good in ["UNAVAILABLE", "deadline_exceeded", "14"] {
+        spec.http[0].fault = abort(good);
+        assert!(errors(&spec).is_empty(), "{good}: {:?}", errors(&spec));
+    }
+    spec.http[0].fault = abort("UNAVAILBLE");
+    let found = errors(&spec);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("spec.http[0].fault.abort.grpcStatus: \"UNAVAILBLE\" is not a gRPC status"), "{found:?}");
+}
+
+#[test]
 fn query_params_match_exactly_or_by_regex_and_jwt_claims_are_not_supported() {
     let mut spec = reviews(vec![to("reviews", "", None)]);
     spec.http[0].r#match.push(super::super::HttpMatchRequest {
