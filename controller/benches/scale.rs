@@ -26,6 +26,12 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+#[path = "scale/heap.rs"]
+mod heap;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 /// What to measure; every option is `--name value`.
 #[derive(Clone, Debug)]
 struct Options {
@@ -150,6 +156,8 @@ fn memory() -> (f64, f64) {
         let kb: f64 = line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).expect("kB");
         kb / 1024.0
     };
+    let (live, peak) = heap::heap();
+    println!("  heap: {live:.1} MB live, peak {peak:.1} MB; by size {}; top {}", heap::by_size(), heap::top());
     (field("VmRSS:"), field("VmHWM:"))
 }
 

@@ -7,11 +7,15 @@
 //! `config` reads `--config-file` or the controller's config stream, compiles it with
 //! `common::compile` and swaps the result in atomically; `routing` routes connections and
 //! requests by those tables behind the traits of `route`; `reason` names why the proxy answered
-//! a request itself; `policy` holds each route's timeouts, retries, faults and mirrors; `sni`
-//! reads TLS server names. Without a config every connection is passed
-//! through to its original destination, as Istio does for unknown destinations.
+//! a request itself; `policy` holds each route's timeouts, retries, faults and mirrors;
+//! `balance` picks a cluster's endpoint (DestinationRule `loadBalancer`) and `outlier` ejects
+//! endpoints that keep failing (`outlierDetection`); `sni` reads TLS server names. Without a
+//! config every connection is passed through to its original destination, as Istio does for
+//! unknown destinations.
 
 pub mod admin;
+pub mod balance;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod drain;
@@ -19,6 +23,7 @@ pub mod http;
 pub mod init;
 pub mod listener;
 pub mod logging;
+pub mod outlier;
 pub mod policy;
 pub mod probes;
 pub mod proxy;

@@ -143,8 +143,13 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How long a TCP connection to an upstream may take, unless its cluster's `connectTimeout`
+/// says otherwise (Istio's default).
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connects to the target, sends `prefix` (bytes already read, such as a ClientHello), then
-/// copies both ways with half-close.
+/// copies both ways with half-close. A cluster at its `maxConnections` gets no new connection:
+/// the downstream one is closed at once (TCP has no way to queue it that a client would see).
 async fn forward_tcp(
     mut downstream: TcpStream,
     ctx: &ConnContext,
@@ -152,11 +157,31 @@ async fn forward_tcp(
     prefix: &[u8],
     shared: &ListenerShared,
 ) {
-    let Target { upstream, cluster } = target;
+    let Target { upstream, cluster, .. } = target;
     cluster.cx_total.fetch_add(1, Relaxed);
-    let connected = match crate::tcp::connect(upstream, shared.source_v4).await {
-        Ok(mut up) => up.write_all(prefix).await.map(|()| up),
-        Err(error) => Err(error),
+    let breaker = cluster.breaker.load_full();
+    let _slot = match breaker.as_deref().map(|b| b.try_connection()) {
+        Some(Err(overflow)) => {
+            cluster.overflow.count(overflow.limit);
+            shared.stats.reasons.count(Reason::Overflow);
+            tracing::warn!(
+                direction = ctx.direction.as_str(), reason = Reason::Overflow.as_str(), cluster = %cluster.name,
+                peer = %ctx.peer, %overflow, "connection refused"
+            );
+            return;
+        }
+        Some(Ok(slot)) => Some(slot),
+        None => None,
+    };
+    let limits = breaker.as_deref().map(|b| &b.limits);
+    let timeout = limits.and_then(|l| l.connect_timeout).unwrap_or(TCP_CONNECT_TIMEOUT);
+    let connect = crate::tcp::connect(upstream, shared.source_v4, limits.and_then(|l| l.keepalive.as_ref()));
+    let connected = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(mut up)) => up.write_all(prefix).await.map(|()| up),
+        Ok(Err(error)) => Err(error),
+        Err(_) => {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))
+        }
     };
     let mut up = match connected {
         Ok(up) => up,

@@ -34,10 +34,12 @@ pub enum Reason {
     /// The route's `fault.abort` answered the request (its `httpStatus`, or 200 with a
     /// `grpc-status`).
     FaultAbort,
+    /// A limit of the cluster's `connectionPool` was reached (503): the circuit breaker.
+    Overflow,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NoRoute,
         Reason::NoHealthyUpstream,
         Reason::SubsetNotFound,
@@ -48,6 +50,7 @@ impl Reason {
         Reason::DnsUnsupported,
         Reason::Timeout,
         Reason::FaultAbort,
+        Reason::Overflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Reason {
             Reason::DnsUnsupported => "dns_unsupported",
             Reason::Timeout => "timeout",
             Reason::FaultAbort => "fault_abort",
+            Reason::Overflow => "overflow",
         }
     }
 
@@ -78,6 +82,7 @@ impl Reason {
             Reason::DnsUnsupported => b"DNS endpoints are not resolved by this proxy yet\n",
             Reason::Timeout => b"upstream request timeout\n",
             Reason::FaultAbort => b"fault filter abort\n",
+            Reason::Overflow => b"upstream connect error: circuit breaker overflow\n",
         }
     }
 

@@ -3,8 +3,11 @@
 //! Plain relaxed atomics: a connection touches only its listener's counters, never a lock, and
 //! the admin server reads them without stopping anyone.
 
+use crate::breaker::{Breaker, OverflowCounters};
+use crate::outlier::OutlierCounters;
 use crate::reason::ReasonCounters;
 use crate::route::{Direction, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER};
+use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -71,6 +74,16 @@ pub struct ClusterStats {
     pub upstream_fail: AtomicU64,
     /// Retries sent to the cluster (Envoy's `upstream_rq_retry`).
     pub upstream_rq_retry: AtomicU64,
+
+    // Circuit breaking (`crate::breaker`).
+    /// The cluster's limits and occupancy; `None` without a `connectionPool`.
+    pub breaker: ArcSwapOption<Breaker>,
+    /// Requests and connections refused by a limit.
+    pub overflow: OverflowCounters,
+
+    // Outlier detection (`crate::outlier`).
+    /// Ejections, by the threshold crossed, and those refused by `maxEjectionPercent`.
+    pub outlier: OutlierCounters,
 }
 
 impl ClusterStats {
@@ -81,6 +94,9 @@ impl ClusterStats {
             rq_total: AtomicU64::new(0),
             upstream_fail: AtomicU64::new(0),
             upstream_rq_retry: AtomicU64::new(0),
+            breaker: ArcSwapOption::empty(),
+            overflow: OverflowCounters::default(),
+            outlier: OutlierCounters::default(),
         }
     }
 
@@ -90,6 +106,7 @@ impl ClusterStats {
             "rq_total": self.rq_total.load(Relaxed),
             "upstream_fail": self.upstream_fail.load(Relaxed),
             "upstream_rq_retry": self.upstream_rq_retry.load(Relaxed),
+            "outlier_detection": self.outlier.to_json(),
         })
     }
 }

@@ -58,12 +58,16 @@ pub enum Content {
     },
 }
 
+/// One item of a stream's queue. The update is boxed: a queue allocates room for 32 items at
+/// a time whether or not they are used, and 32 unboxed updates take 5 KB per stream.
+pub type Queued = Result<Box<Update>, Status>;
+
 /// The sending end of a stream's queue.
-pub type Outbox = mpsc::Sender<Result<Update, Status>>;
+pub type Outbox = mpsc::Sender<Queued>;
 
 /// A stream's queue of updates, as the messages tonic sends.
 pub struct Parts {
-    updates: mpsc::Receiver<Result<Update, Status>>,
+    updates: mpsc::Receiver<Queued>,
     /// The largest part; `usize::MAX` for a proxy that takes every update in one message.
     part_bytes: usize,
     /// The update being sent, and how far.
@@ -74,7 +78,7 @@ pub struct Parts {
 
 impl Parts {
     /// The messages of `updates`, in parts of at most `part_bytes` when `in_parts`.
-    pub fn new(updates: mpsc::Receiver<Result<Update, Status>>, in_parts: bool, part_bytes: usize) -> Self {
+    pub fn new(updates: mpsc::Receiver<Queued>, in_parts: bool, part_bytes: usize) -> Self {
         let part_bytes = if in_parts { part_bytes.max(1) } else { usize::MAX };
         Self { updates, part_bytes, current: None, pause: false }
     }
@@ -96,7 +100,7 @@ impl Stream for Parts {
             None => match ready!(this.updates.poll_recv(cx)) {
                 None => return Poll::Ready(None),
                 Some(Err(status)) => return Poll::Ready(Some(Err(status))),
-                Some(Ok(update)) => this.current.insert(Cursor::new(update)),
+                Some(Ok(update)) => this.current.insert(Cursor::new(*update)),
             },
         };
         let part = cursor.next_part(this.part_bytes);

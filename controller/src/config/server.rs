@@ -11,17 +11,16 @@ use futures::StreamExt;
 use proto::ca::certificate_authority_server::CertificateAuthorityServer;
 use proto::config::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
 use proto::config::{Hello, ProxyKind, ProxyMessage, proxy_message};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::Routes;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::Hub;
 use super::parts::{PART_BYTES, Parts};
 use super::session::Session;
+use super::transport::{self, Http2Settings};
 use super::visibility::ProxyInfo;
 use crate::ca::service::CaService;
 
@@ -35,11 +34,18 @@ pub struct StreamSettings {
     pub hello_timeout: Duration,
     /// The most resource bytes in one message to a proxy that accepts updates in parts.
     pub part_bytes: usize,
+    /// What one HTTP/2 connection may hold.
+    pub http2: Http2Settings,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { queue: 16, hello_timeout: Duration::from_secs(10), part_bytes: PART_BYTES }
+        Self {
+            queue: 16,
+            hello_timeout: Duration::from_secs(10),
+            part_bytes: PART_BYTES,
+            http2: Http2Settings::default(),
+        }
     }
 }
 
@@ -60,65 +66,24 @@ impl ConfigService {
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), tonic::transport::Error> {
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(ConfigDiscoveryServer::new(self))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await
+    ) -> std::io::Result<()> {
+        let http2 = self.settings.http2.clone();
+        let routes = Routes::new(ConfigDiscoveryServer::new(self));
+        transport::serve(listener, None, routes, &http2, shutdown).await
     }
 
     /// Serves the config stream and `ca` (`mesh.ca.v1.CertificateAuthority`) over TLS on
     /// `listener` (15012) until `shutdown` completes. `tls` must offer ALPN `h2`.
-    ///
-    /// Each handshake runs in its own task, bounded by [`TLS_HANDSHAKE`], so a client that
-    /// connects and stalls delays no one else.
     pub async fn serve_tls(
         self,
         ca: CertificateAuthorityServer<CaService>,
         listener: TcpListener,
         tls: Arc<ServerConfig>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), tonic::transport::Error> {
-        let (handshaken, incoming) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
-        let accepting = tokio::spawn(accept_tls(listener, TlsAcceptor::from(tls), handshaken));
-        let served = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(ConfigDiscoveryServer::new(self))
-            .add_service(ca)
-            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-            .await;
-        accepting.abort();
-        served
-    }
-}
-
-/// How long a client may take to complete the TLS handshake on 15012.
-pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-
-/// Accepts TCP connections and hands each completed TLS session to the server.
-async fn accept_tls(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handshaken: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "TLS config port: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => drop(handshaken.send(Ok(stream)).await),
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
+    ) -> std::io::Result<()> {
+        let http2 = self.settings.http2.clone();
+        let routes = Routes::new(ConfigDiscoveryServer::new(self)).add_service(ca);
+        transport::serve(listener, Some(tls), routes, &http2, shutdown).await
     }
 }
 

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::delta;
 use super::hub::{Generation, Hub};
-use super::parts::{Content, Outbox, Update};
+use super::parts::{Content, Outbox, Queued, Update};
 use super::visibility::{ProxyInfo, ProxyView};
 
 /// The state of one proxy's stream.
@@ -150,7 +150,7 @@ impl Session {
     fn send(&mut self, content: Content, base: String, full: bool, seen: Option<Instant>, kind: &str) -> bool {
         let version = self.hub.version(self.generation.number);
         let update = Update { version: version.clone(), base_version: base, full, content };
-        match self.outbox.try_send(Ok(update)) {
+        match self.outbox.try_send(Ok(Box::new(update))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(_)) => return self.resync(),
@@ -174,12 +174,17 @@ impl Session {
         true
     }
 
-    fn send_resync(&mut self, permit: mpsc::Permit<'_, Result<Update, Status>>) {
+    fn send_resync(&mut self, permit: mpsc::Permit<'_, Queued>) {
         self.generation = self.hub.current();
         self.view = ProxyView::new(&self.proxy, &self.generation.world, &self.hub.root_namespace);
         let version = self.hub.version(self.generation.number);
         let content = self.snapshot();
-        permit.send(Ok(Update { version: version.clone(), base_version: String::new(), full: true, content }));
+        permit.send(Ok(Box::new(Update {
+            version: version.clone(),
+            base_version: String::new(),
+            full: true,
+            content,
+        })));
         self.hub.metrics.pushes.with_label_values(&["full"]).inc();
         tracing::info!(proxy = %self.name, %version, "proxy resynced");
         self.sent = version.clone();

@@ -12,6 +12,7 @@ use super::mirror::{self, MirrorBody, MirrorContext};
 use super::replay::{Replayable, RequestBody};
 use super::server::HttpShared;
 use super::{ProxyBody, headers};
+use crate::breaker::{self, Breaker, Overflow};
 use crate::policy::RoutePolicy;
 use crate::policy::fault::abort_response;
 use crate::policy::retry::Failure;
@@ -22,6 +23,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Incoming};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -46,6 +48,7 @@ pub async fn forward(
     };
     let exchange = Exchange { shared, ctx, target, protocol, resilience: Some(&resilience) };
     let policy = &*resilience.policy;
+    let breaker = target.cluster.breaker.load_full();
     if let Some(answer) = exchange.inject_fault(policy).await {
         return answer;
     }
@@ -54,12 +57,14 @@ pub async fn forward(
     let run = async {
         if upgrade || (policy.retry.retries == 0 && mirrors == 0) {
             let per_try = policy.retry.per_try_timeout;
-            return exchange.attempt(req.map(RequestBody::Stream), target.upstream, per_try).await.answer(&exchange);
+            let mut req = req.map(RequestBody::Stream);
+            breaker::attach(&mut req, breaker.as_ref());
+            return exchange.attempt(req, target.upstream, per_try).await.answer(&exchange);
         }
         let (head, body) = req.into_parts();
         let mut body = if body.is_end_stream() { Recorded::Empty } else { Recorded::Replay(Replayable::new(body)) };
         exchange.mirror(policy, mirrors, &head, &body);
-        exchange.attempts(policy, &resilience, &head, &mut body).await
+        exchange.attempts(policy, &resilience, breaker.as_ref(), &head, &mut body).await
     };
     match policy.timeout {
         None => run.await,
@@ -169,26 +174,45 @@ impl Exchange<'_> {
     }
 
     /// Sends `req` to `upstream` once, within `per_try` if given.
+    /// The endpoint counts the attempt as active and learns how it ended (outlier detection).
     async fn attempt(&self, req: Request<RequestBody>, upstream: SocketAddr, per_try: Option<Duration>) -> Outcome {
+        let watch = self.resilience.and_then(|r| r.cluster.watch(upstream));
         let send = self.shared.client.forward(req, upstream, self.protocol, &self.shared.drain);
         let result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(result) => result,
-                Err(_) => return Outcome::PerTryTimeout(limit),
+                Err(_) => {
+                    if let Some(watch) = watch {
+                        watch.timed_out();
+                    }
+                    return Outcome::PerTryTimeout(limit);
+                }
             },
             None => send.await,
         };
         match result {
-            Ok(resp) => Outcome::Response(resp),
-            Err(error) => Outcome::Failed(error),
+            Ok(mut resp) => {
+                if let Some(watch) = watch {
+                    watch.responded(&mut resp);
+                }
+                Outcome::Response(resp)
+            }
+            Err(error) => {
+                if let Some(watch) = watch {
+                    watch.failed(&error);
+                }
+                Outcome::Failed(error)
+            }
         }
     }
 
-    /// Attempts until one gives an answer that is not retried, or retries run out.
+    /// Attempts until one gives an answer that is not retried, or retries run out, or the
+    /// cluster's `maxRetries` are in flight already (then the last answer is returned as is).
     async fn attempts(
         &self,
         policy: &RoutePolicy,
         resilience: &Resilience,
+        breaker: Option<&Arc<Breaker>>,
         head: &Parts,
         body: &mut Recorded,
     ) -> Answer {
@@ -196,12 +220,16 @@ impl Exchange<'_> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut upstream = self.target.upstream;
         let mut retries = 0;
+        // This request's retry in flight, counted against `maxRetries` until its outcome.
+        let mut _retrying = None;
         loop {
             let Some(attempt_body) = body.attempt() else {
                 tracing::warn!(route = %policy.route, "request body can no longer be replayed");
                 return self.local_failure(Reason::UpstreamReset, StatusCode::SERVICE_UNAVAILABLE);
             };
-            let outcome = self.attempt(copy_request(head, attempt_body), upstream, retry.per_try_timeout).await;
+            let mut req = copy_request(head, attempt_body);
+            breaker::attach(&mut req, breaker);
+            let outcome = self.attempt(req, upstream, retry.per_try_timeout).await;
             let again = retries < retry.retries
                 && match &outcome {
                     Outcome::Response(resp) => retry.retries_response(resp.status(), resp.headers(), &head.method),
@@ -214,6 +242,16 @@ impl Exchange<'_> {
             if !body.replayable() {
                 tracing::debug!(route = %policy.route, "not retried: request body over the replay limit");
                 return outcome.answer(self);
+            }
+            _retrying = None;
+            if let Some(breaker) = breaker {
+                match breaker.retry() {
+                    Ok(slot) => _retrying = Some(slot),
+                    Err(overflow) => {
+                        self.overflowed(&overflow, "retry not attempted");
+                        return outcome.answer(self);
+                    }
+                }
             }
             drop(outcome);
             retries += 1;
@@ -230,12 +268,25 @@ impl Exchange<'_> {
     }
 
     fn upstream_failure(&self, error: ForwardError) -> Answer {
+        if let ForwardError::Overflow { source, .. } = &error {
+            self.overflowed(source, "request refused");
+            return self.local_failure(Reason::Overflow, StatusCode::SERVICE_UNAVAILABLE);
+        }
         let reason = error.reason();
         tracing::warn!(
             direction = self.ctx.direction.as_str(), reason = reason.as_str(), cluster = %self.target.cluster.name,
             %error, "upstream request failed"
         );
         self.local_failure(reason, error.status())
+    }
+
+    /// Counts and logs a limit of the cluster's `connectionPool` that was reached.
+    fn overflowed(&self, overflow: &Overflow, what: &str) {
+        self.target.cluster.overflow.count(overflow.limit);
+        tracing::warn!(
+            direction = self.ctx.direction.as_str(), reason = Reason::Overflow.as_str(),
+            cluster = %self.target.cluster.name, %overflow, "{what}"
+        );
     }
 
     fn local_failure(&self, reason: Reason, status: StatusCode) -> Answer {
@@ -262,11 +313,14 @@ impl Exchange<'_> {
 }
 
 /// The retry condition a failed attempt meets; `None` for a request that cannot be sent at
-/// all (no host), which no retry would fix.
+/// all (no host) or was refused by the circuit breaker, which no retry would fix (Envoy does
+/// not retry overflows either).
 fn failure_of(error: &ForwardError) -> Option<Failure> {
     match error {
         ForwardError::Connect { .. } => Some(Failure::Connect),
         ForwardError::NoHost => None,
+        // Nothing was sent, and the limit that refused it is still reached.
+        ForwardError::Overflow { .. } => None,
         e if e.is_refused_stream() => Some(Failure::Refused),
         ForwardError::Request { .. } => Some(Failure::Reset),
     }

@@ -6,11 +6,12 @@
 use super::pool::{Pool, PoolError};
 use super::replay::RequestBody;
 use super::{ProxyBody, headers};
+use crate::breaker::{Attached, Breaker, Overflow};
 use crate::drain::Drain;
 use crate::reason::Reason;
 use crate::route::UpstreamProtocol;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::HOST};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::CONNECTION, header::HOST};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -55,6 +56,9 @@ pub enum ForwardError {
     Request { upstream: SocketAddr, source: hyper::Error },
     #[error("request has no host: neither a Host header nor an authority")]
     NoHost,
+    /// A limit of the cluster's `connectionPool` was reached; nothing was sent.
+    #[error("upstream {upstream}: {source}")]
+    Overflow { upstream: SocketAddr, source: Overflow },
 }
 
 impl ForwardError {
@@ -64,6 +68,7 @@ impl ForwardError {
             ForwardError::Connect { .. } => Reason::ConnectFailure,
             ForwardError::Request { .. } => Reason::UpstreamReset,
             ForwardError::NoHost => Reason::MissingHost,
+            ForwardError::Overflow { .. } => Reason::Overflow,
         }
     }
 
@@ -98,7 +103,9 @@ impl HttpClient {
 
     /// Sends `req` to `upstream` and returns its response. The body streams both ways, trailers
     /// included. Upgrade requests (WebSocket) are spliced: once the upstream answers 101, the
-    /// two upgraded connections are joined by a task tracked by `drain`.
+    /// two upgraded connections are joined by a task tracked by `drain`. A request carrying its
+    /// cluster's breaker ([`Attached`]) is held to the cluster's limits: counted in flight
+    /// until the response headers arrive, on connections the breaker allows.
     pub async fn forward(
         &self,
         mut req: Request<RequestBody>,
@@ -106,6 +113,11 @@ impl HttpClient {
         protocol: UpstreamProtocol,
         drain: &Drain,
     ) -> Result<Response<ProxyBody>, ForwardError> {
+        let breaker = req.extensions_mut().remove::<Attached>().map(|a| a.0);
+        let _in_flight = match &breaker {
+            Some(b) => Some(b.request().map_err(|source| ForwardError::Overflow { upstream, source })?),
+            None => None,
+        };
         let downstream_h2 = req.version() == Version::HTTP_2;
         let use_h2 = match protocol {
             UpstreamProtocol::Http1 => false,
@@ -115,7 +127,11 @@ impl HttpClient {
         let upgrade = !downstream_h2 && !use_h2 && headers::is_upgrade(req.headers());
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        let mut resp = if use_h2 { self.send_h2(req, upstream).await? } else { self.send_h1(req, upstream).await? };
+        let mut resp = if use_h2 {
+            self.send_h2(req, upstream, breaker.as_ref()).await?
+        } else {
+            self.send_h1(req, upstream, breaker.clone()).await?
+        };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(down) = downstream_upgrade {
                 let up = hyper::upgrade::on(&mut resp);
@@ -124,13 +140,14 @@ impl HttpClient {
         } else {
             headers::strip_hop_by_hop(resp.headers_mut(), false);
         }
-        Ok(resp.map(Either::Left))
+        Ok(resp.map(|body| Either::Left(body.into())))
     }
 
     async fn send_h1(
         &self,
         mut req: Request<RequestBody>,
         upstream: SocketAddr,
+        breaker: Option<Arc<Breaker>>,
     ) -> Result<Response<Incoming>, ForwardError> {
         // HTTP/1.1 carries the name in Host and sends the path alone (origin form).
         if !req.headers().contains_key(HOST) {
@@ -143,20 +160,24 @@ impl HttpClient {
             *req.uri_mut() = Uri::from(path);
         }
         *req.version_mut() = Version::HTTP_11;
-        let connect_err = |source| ForwardError::Connect { upstream, source };
-        let mut conn = self.pool.h1(upstream).await.map_err(connect_err)?;
+        let connect_err = |source| pool_error(upstream, source);
+        let mut conn = self.pool.h1(upstream, breaker.as_ref()).await.map_err(connect_err)?;
+        if conn.carries_its_last(breaker.as_ref()) {
+            req.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         let resp = match conn.tx.try_send_request(req).await {
             Ok(resp) => resp,
             // A pooled connection the server closed while idle: the request was not sent, so
             // sending it on a fresh connection is safe whatever its method.
             Err(mut e) if conn.reused && e.message().is_some() => {
                 let req = e.take_message().expect("checked above");
-                conn.tx = self.pool.new_h1(upstream).await.map_err(connect_err)?;
+                drop(conn);
+                conn = self.pool.new_h1(upstream, breaker.as_ref()).await.map_err(connect_err)?;
                 conn.tx.send_request(req).await.map_err(|source| ForwardError::Request { upstream, source })?
             }
             Err(e) => return Err(ForwardError::Request { upstream, source: e.into_error() }),
         };
-        self.pool.release_when_ready(upstream, conn.tx);
+        self.pool.release_when_ready(upstream, conn, breaker);
         Ok(resp)
     }
 
@@ -164,6 +185,7 @@ impl HttpClient {
         &self,
         mut req: Request<RequestBody>,
         upstream: SocketAddr,
+        breaker: Option<&Arc<Breaker>>,
     ) -> Result<Response<Incoming>, ForwardError> {
         // HTTP/2 carries the name in :authority, taken from Host when the client spoke HTTP/1.1.
         let authority = match req.headers_mut().remove(HOST) {
@@ -177,10 +199,19 @@ impl HttpClient {
         parts.path_and_query = Some(path);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ForwardError::NoHost)?;
         *req.version_mut() = Version::HTTP_2;
-        let mut tx = self.pool.h2(upstream).await.map_err(|source| ForwardError::Connect { upstream, source })?;
+        let mut tx = self.pool.h2(upstream, breaker).await.map_err(|source| pool_error(upstream, source))?;
         let request_err = |source| ForwardError::Request { upstream, source };
         tx.ready().await.map_err(request_err)?;
         tx.send_request(req).await.map_err(request_err)
+    }
+}
+
+/// A pool failure as the request sees it: an overflow is not a connect failure (nothing was
+/// tried, so it is neither retried nor held against the endpoint).
+fn pool_error(upstream: SocketAddr, source: PoolError) -> ForwardError {
+    match source {
+        PoolError::Overflow(source) => ForwardError::Overflow { upstream, source },
+        source => ForwardError::Connect { upstream, source },
     }
 }
 

@@ -14,10 +14,11 @@ pub mod mirror;
 pub mod pool;
 pub mod replay;
 pub mod server;
+pub mod upstream_body;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use upstream_body::UpstreamBody;
 
 /// A response body: streamed from the upstream, or made locally (errors, admin).
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;

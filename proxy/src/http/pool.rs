@@ -1,4 +1,4 @@
-//! Upstream connection pools, one per worker thread.
+//! Upstream connection pools, one per worker thread, or one per cluster with limits.
 //!
 //! Each runtime worker keeps its own idle HTTP/1.1 connections and its own HTTP/2 connection per
 //! upstream address, in thread-local maps: a request takes a connection from the thread it runs
@@ -6,17 +6,24 @@
 //! reason). The cost is up to one HTTP/2 connection per worker per upstream, which is what a
 //! sidecar with 2 workers can afford.
 //!
+//! A cluster with a `connectionPool` (a [`Breaker`]) keeps its connections in [`SharedConns`]
+//! instead, one short lock per take and return: with `maxConnections` small, a request on one
+//! worker must be able to use the connection another worker returned, or it would wait for a
+//! slot that idle connection holds. Each new connection takes a slot from the breaker and gives
+//! it back when it closes.
+//!
 //! A connection is keyed by (client, upstream address): the outbound and inbound clients, which
 //! connect from different source addresses, never share connections.
 
 use super::replay::RequestBody;
+use crate::breaker::{Breaker, ConnSlot, Overflow};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
@@ -25,11 +32,20 @@ use tokio::sync::OnceCell;
 const MAX_IDLE_PER_UPSTREAM: usize = 32;
 
 type Key = (u64, SocketAddr);
-type H2Cell = Arc<OnceCell<http2::SendRequest<RequestBody>>>;
+type H2Cell = Arc<OnceCell<H2Conn>>;
 
 struct Idle {
     tx: http1::SendRequest<RequestBody>,
     since: Instant,
+    /// Requests the connection has carried.
+    served: u32,
+}
+
+/// An HTTP/2 connection and the requests it has carried (for `maxRequestsPerConnection`).
+#[derive(Clone)]
+struct H2Conn {
+    tx: http2::SendRequest<RequestBody>,
+    served: Arc<AtomicU32>,
 }
 
 thread_local! {
@@ -47,6 +63,90 @@ pub enum PoolError {
     ConnectTimeout(Duration),
     #[error("handshake: {0}")]
     Handshake(#[source] hyper::Error),
+    #[error(transparent)]
+    Overflow(Overflow),
+}
+
+/// The pooled connections of one cluster with limits, shared by every worker.
+#[derive(Default)]
+pub struct SharedConns {
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    h2: Mutex<HashMap<Key, H2Cell>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; if something did, the maps are still whole.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SharedConns {
+    /// Closes every idle connection and forgets the HTTP/2 ones (busy streams finish).
+    pub fn clear(&self) {
+        let idle = std::mem::take(&mut *locked(&self.idle));
+        let h2 = std::mem::take(&mut *locked(&self.h2));
+        drop((idle, h2));
+    }
+
+    /// Closes the idle HTTP/1.1 connections, so their slots go to requests waiting for one.
+    fn evict_idle(&self) {
+        let idle = std::mem::take(&mut *locked(&self.idle));
+        drop(idle);
+    }
+
+    fn take_idle(&self, key: Key, idle_timeout: Duration) -> Option<Idle> {
+        let now = Instant::now();
+        let mut map = locked(&self.idle);
+        let list = map.get_mut(&key)?;
+        while let Some(idle) = list.pop() {
+            if idle.tx.is_ready() && now.duration_since(idle.since) < idle_timeout {
+                return Some(idle);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: Key, idle: Idle) {
+        let mut map = locked(&self.idle);
+        let list = map.entry(key).or_default();
+        list.retain(|idle| !idle.tx.is_closed());
+        list.push(idle);
+    }
+
+    /// Closes the connections to `key` idle for `idle_timeout` or longer.
+    fn expire(&self, key: Key, idle_timeout: Duration) {
+        let now = Instant::now();
+        let expired: Vec<Idle> = match locked(&self.idle).get_mut(&key) {
+            Some(list) => {
+                let (old, fresh) =
+                    std::mem::take(list).into_iter().partition(|i| now.duration_since(i.since) >= idle_timeout);
+                *list = fresh;
+                old
+            }
+            None => Vec::new(),
+        };
+        drop(expired);
+    }
+
+    fn h2_cell(&self, key: Key) -> H2Cell {
+        let mut map = locked(&self.h2);
+        fresh_h2_cell(map.entry(key).or_default()).clone()
+    }
+
+    /// Forgets `cell` (if still the one for `key`): the next request opens a new connection.
+    fn retire_h2(&self, key: Key, cell: &H2Cell) {
+        let mut map = locked(&self.h2);
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            map.remove(&key);
+        }
+    }
+}
+
+/// `cell`, replaced by an empty one if its connection has closed.
+fn fresh_h2_cell(cell: &mut H2Cell) -> &mut H2Cell {
+    if cell.get().is_some_and(|c| c.tx.is_closed()) {
+        *cell = H2Cell::default();
+    }
+    cell
 }
 
 /// Settings shared by one client's connections.
@@ -63,6 +163,17 @@ pub struct Pool {
 pub struct H1Conn {
     pub tx: http1::SendRequest<RequestBody>,
     pub reused: bool,
+    /// Requests it carried before this one.
+    served: u32,
+}
+
+impl H1Conn {
+    /// Whether the request about to be sent is the last this connection may carry
+    /// (`maxRequestsPerConnection`): sent with `Connection: close`, so the upstream closes it
+    /// right after answering and its slot is free as soon as possible.
+    pub fn carries_its_last(&self, breaker: Option<&Arc<Breaker>>) -> bool {
+        breaker.is_some_and(|b| b.limits.retires_after(self.served + 1))
+    }
 }
 
 impl Pool {
@@ -70,93 +181,179 @@ impl Pool {
         Pool { id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed), source_v4, idle_timeout, connect_timeout }
     }
 
-    async fn connect(&self, upstream: SocketAddr) -> Result<TokioIo<tokio::net::TcpStream>, PoolError> {
-        match tokio::time::timeout(self.connect_timeout, crate::tcp::connect(upstream, self.source_v4)).await {
+    fn idle_timeout(&self, breaker: &Breaker) -> Duration {
+        breaker.limits.idle_timeout.unwrap_or(self.idle_timeout)
+    }
+
+    /// Connects within the cluster's `connectTimeout` (else the client's), with the cluster's
+    /// TCP keepalive.
+    async fn connect(
+        &self,
+        upstream: SocketAddr,
+        breaker: Option<&Breaker>,
+    ) -> Result<TokioIo<tokio::net::TcpStream>, PoolError> {
+        let limit = breaker.and_then(|b| b.limits.connect_timeout).unwrap_or(self.connect_timeout);
+        let keepalive = breaker.and_then(|b| b.limits.keepalive.as_ref());
+        match tokio::time::timeout(limit, crate::tcp::connect(upstream, self.source_v4, keepalive)).await {
             Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
             Ok(Err(e)) => Err(PoolError::Connect(e)),
-            Err(_) => Err(PoolError::ConnectTimeout(self.connect_timeout)),
+            Err(_) => Err(PoolError::ConnectTimeout(limit)),
         }
     }
 
-    /// An idle HTTP/1.1 connection to `upstream` from this worker, or a new one.
-    pub async fn h1(&self, upstream: SocketAddr) -> Result<H1Conn, PoolError> {
-        if let Some(tx) = self.take_idle(upstream) {
-            return Ok(H1Conn { tx, reused: true });
+    /// An idle HTTP/1.1 connection to `upstream` (from this worker, or from the cluster's
+    /// shared pool when it has limits), or a new one.
+    pub async fn h1(&self, upstream: SocketAddr, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
+        let idle = match breaker {
+            Some(b) => b.conns.take_idle((self.id, upstream), self.idle_timeout(b)),
+            None => self.take_idle(upstream),
+        };
+        if let Some(idle) = idle {
+            return Ok(H1Conn { tx: idle.tx, reused: true, served: idle.served });
         }
-        self.new_h1(upstream).await.map(|tx| H1Conn { tx, reused: false })
+        self.new_h1(upstream, breaker).await
     }
 
-    pub async fn new_h1(&self, upstream: SocketAddr) -> Result<http1::SendRequest<RequestBody>, PoolError> {
-        let io = self.connect(upstream).await?;
+    /// A new HTTP/1.1 connection; with limits, once a connection slot is free (waiting as a
+    /// pending request, or failing with [`PoolError::Overflow`]).
+    pub async fn new_h1(&self, upstream: SocketAddr, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
+        let slot = match breaker {
+            Some(b) => Some(b.connection(|| b.conns.evict_idle()).await.map_err(PoolError::Overflow)?),
+            None => None,
+        };
+        let io = self.connect(upstream, breaker.map(|b| &**b)).await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(PoolError::Handshake)?;
         tokio::spawn(async move {
+            let _slot = slot;
             // Upgrades keep the connection for the spliced byte stream after a 101.
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%upstream, %error, "upstream http/1.1 connection ended");
             }
         });
-        Ok(tx)
+        Ok(H1Conn { tx, reused: false, served: 0 })
     }
 
-    fn take_idle(&self, upstream: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+    fn take_idle(&self, upstream: SocketAddr) -> Option<Idle> {
         let now = Instant::now();
         IDLE_H1.with_borrow_mut(|map| {
             let list = map.get_mut(&(self.id, upstream))?;
             // Most recently returned first: the one least likely to have been closed by the server.
             while let Some(idle) = list.pop() {
                 if idle.tx.is_ready() && now.duration_since(idle.since) < self.idle_timeout {
-                    return Some(idle.tx);
+                    return Some(idle);
                 }
             }
             None
         })
     }
 
-    /// Returns `tx` to this worker's pool once its response has been read to the end. A
-    /// connection that closes or is upgraded instead never becomes ready and is dropped.
-    pub fn release_when_ready(self: &Arc<Self>, upstream: SocketAddr, mut tx: http1::SendRequest<RequestBody>) {
+    /// Returns `conn` (which has just carried one more request) to the pool once its response
+    /// has been read to the end. A connection that closes or is upgraded instead never becomes
+    /// ready and is dropped.
+    pub fn release_when_ready(self: &Arc<Self>, upstream: SocketAddr, conn: H1Conn, breaker: Option<Arc<Breaker>>) {
         let pool = self.clone();
+        let H1Conn { mut tx, served, .. } = conn;
         tokio::spawn(async move {
             if tx.ready().await.is_err() {
                 return;
             }
-            IDLE_H1.with_borrow_mut(|map| {
-                let list = map.entry((pool.id, upstream)).or_default();
-                list.retain(|idle| !idle.tx.is_closed());
-                if list.len() < MAX_IDLE_PER_UPSTREAM {
-                    list.push(Idle { tx, since: Instant::now() });
-                }
-            });
+            let idle = Idle { tx, since: Instant::now(), served: served + 1 };
+            match breaker {
+                Some(breaker) => pool.release_shared(&breaker, upstream, idle),
+                None => IDLE_H1.with_borrow_mut(|map| {
+                    let list = map.entry((pool.id, upstream)).or_default();
+                    list.retain(|idle| !idle.tx.is_closed());
+                    if list.len() < MAX_IDLE_PER_UPSTREAM {
+                        list.push(idle);
+                    }
+                }),
+            }
         });
     }
 
-    /// This worker's HTTP/2 connection to `upstream`, made on first use. Concurrent first
-    /// requests wait for one handshake instead of each opening a connection.
-    pub async fn h2(&self, upstream: SocketAddr) -> Result<http2::SendRequest<RequestBody>, PoolError> {
+    /// Pools a connection of a cluster with limits, or closes it (dropping `idle`) when it has
+    /// carried `maxRequestsPerConnection` or a request waits for its slot.
+    fn release_shared(&self, breaker: &Arc<Breaker>, upstream: SocketAddr, idle: Idle) {
+        if breaker.limits.retires_after(idle.served) || breaker.has_waiters() {
+            return;
+        }
         let key = (self.id, upstream);
-        let cell: H2Cell = H2.with_borrow_mut(|map| {
-            let cell = map.entry(key).or_default();
-            if cell.get().is_some_and(|tx| tx.is_closed()) {
-                *cell = H2Cell::default();
+        breaker.conns.put_idle(key, idle);
+        // A request may have started waiting after the check above and before the push.
+        if breaker.has_waiters() {
+            breaker.conns.evict_idle();
+            return;
+        }
+        if let Some(limit) = breaker.limits.idle_timeout {
+            let breaker: Weak<Breaker> = Arc::downgrade(breaker);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                if let Some(breaker) = breaker.upgrade() {
+                    breaker.conns.expire(key, limit);
+                }
+            });
+        }
+    }
+
+    /// The HTTP/2 connection to `upstream` (this worker's, or the cluster's when it has
+    /// limits), made on first use. Concurrent first requests wait for one handshake instead of
+    /// each opening a connection; with limits they count as pending while they wait.
+    pub async fn h2(
+        &self,
+        upstream: SocketAddr,
+        breaker: Option<&Arc<Breaker>>,
+    ) -> Result<http2::SendRequest<RequestBody>, PoolError> {
+        let key = (self.id, upstream);
+        let Some(breaker) = breaker else {
+            let cell = H2.with_borrow_mut(|map| fresh_h2_cell(map.entry(key).or_default()).clone());
+            let conn = cell.get_or_try_init(|| self.new_h2(upstream, None, None)).await?;
+            return Ok(conn.tx.clone());
+        };
+        let cell = breaker.conns.h2_cell(key);
+        let conn = match cell.get() {
+            Some(conn) => conn.clone(),
+            None => {
+                let _pending = breaker.pending().map_err(PoolError::Overflow)?;
+                let init = || async {
+                    let slot = match breaker.try_connection() {
+                        Ok(slot) => slot,
+                        Err(_) => {
+                            breaker.conns.evict_idle();
+                            breaker.wait_connection().await.map_err(PoolError::Overflow)?
+                        }
+                    };
+                    self.new_h2(upstream, Some(breaker), Some(slot)).await
+                };
+                cell.get_or_try_init(init).await?.clone()
             }
-            cell.clone()
+        };
+        if breaker.limits.max_requests_per_connection.is_some() {
+            let served = conn.served.fetch_add(1, Ordering::Relaxed) + 1;
+            if breaker.limits.retires_after(served) {
+                breaker.conns.retire_h2(key, &cell);
+            }
+        }
+        Ok(conn.tx)
+    }
+
+    async fn new_h2(
+        &self,
+        upstream: SocketAddr,
+        breaker: Option<&Breaker>,
+        slot: Option<ConnSlot>,
+    ) -> Result<H2Conn, PoolError> {
+        let io = self.connect(upstream, breaker).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(PoolError::Handshake)?;
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = conn.await {
+                tracing::debug!(%upstream, %error, "upstream http/2 connection ended");
+            }
         });
-        let tx = cell
-            .get_or_try_init(|| async {
-                let io = self.connect(upstream).await?;
-                let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(io)
-                    .await
-                    .map_err(PoolError::Handshake)?;
-                tokio::spawn(async move {
-                    if let Err(error) = conn.await {
-                        tracing::debug!(%upstream, %error, "upstream http/2 connection ended");
-                    }
-                });
-                Ok::<_, PoolError>(tx)
-            })
-            .await?;
-        Ok(tx.clone())
+        Ok(H2Conn { tx, served: Arc::new(AtomicU32::new(0)) })
     }
 }

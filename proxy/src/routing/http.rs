@@ -3,17 +3,21 @@
 //! rewrite and header operations; or the proxy's own answer (redirect, direct response, or a
 //! failure with its reason).
 
-use super::table::{Action, Upstream};
+use super::table::{Action, Picked, Upstream};
+use crate::balance::PickContext;
 use crate::config::Snapshot;
+use crate::http::header_ops::HeaderOps;
 use crate::reason::Reason;
 use crate::route::{ConnContext, HttpRoute, LocalReply, Resilience, Target, UpstreamProtocol, passthrough_cluster};
 use bytes::Bytes;
+use common::api::HeaderOperations;
 use common::api::networking::virtual_service::{HttpRedirect, HttpRewrite, RedirectPortSelection};
 use common::compile::{HttpRequestMatch, OutboundMode, RequestAttributes, ValueMatch, VirtualHost};
-use http::header::HOST;
+use http::header::{HOST, SET_COOKIE};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, StatusCode, Uri};
+use std::sync::Arc;
 
 /// A request head as matching sees it; every answer is borrowed.
 struct Attributes<'a>(&'a Parts);
@@ -99,7 +103,7 @@ pub fn route(snapshot: &Snapshot, ctx: &ConnContext, head: &mut Parts) -> HttpRo
                     &origin(),
                 );
             };
-            let Some(upstream) = endpoint(&dest.upstream, ctx, &origin) else {
+            let Some(picked) = endpoint(&dest.upstream, ctx, head, &origin) else {
                 let (reason, value) = dest
                     .upstream
                     .unavailable
@@ -111,10 +115,14 @@ pub fn route(snapshot: &Snapshot, ctx: &ConnContext, head: &mut Parts) -> HttpRo
                 apply_rewrite(head, rewrite, matched.and_then(|m| m.uri.as_ref()));
             }
             dest.request_ops.apply(&mut head.headers);
+            let response_headers = match picked.set_cookie {
+                Some(cookie) => Some(with_cookie(dest.response_ops.as_deref(), cookie)),
+                None => dest.response_ops.clone(),
+            };
             HttpRoute::Forward {
-                target: Target { upstream, cluster: dest.upstream.stats.clone() },
+                target: Target { upstream: picked.address, cluster: dest.upstream.stats.clone() },
                 protocol: dest.upstream.protocol,
-                response_headers: dest.response_ops.clone(),
+                response_headers,
                 resilience: Some(Resilience {
                     policy: policy.clone(),
                     cluster: dest.upstream.clone(),
@@ -143,11 +151,17 @@ fn select<'t>(host: &'t VirtualHost, request: &Attributes<'_>) -> Option<(usize,
     })
 }
 
-/// An endpoint of `upstream`, or `None` after logging why there is none.
-fn endpoint(upstream: &Upstream, ctx: &ConnContext, origin: &dyn Fn() -> String) -> Option<std::net::SocketAddr> {
+/// An endpoint of `upstream` for this request, or `None` after logging why there is none.
+fn endpoint(upstream: &Upstream, ctx: &ConnContext, head: &Parts, origin: &dyn Fn() -> String) -> Option<Picked> {
     let why =
         upstream.unavailable.as_ref().map(|(reason, value)| (*reason, value.to_str().unwrap_or_default().to_string()));
-    let picked = if why.is_none() { upstream.pick((!ctx.direct).then_some(ctx.original_dst)) } else { None };
+    let pick = PickContext {
+        original_dst: (!ctx.direct).then_some(ctx.original_dst),
+        source: Some(ctx.peer.ip()),
+        request: Some(head),
+        tried: &[],
+    };
+    let picked = if why.is_none() { upstream.choose(&pick) } else { None };
     if picked.is_none() {
         let (reason, detail) = why.unwrap_or((Reason::NoHealthyUpstream, "no endpoint".into()));
         tracing::warn!(
@@ -156,6 +170,20 @@ fn endpoint(upstream: &Upstream, ctx: &ConnContext, origin: &dyn Fn() -> String)
         );
     }
     picked
+}
+
+/// The destination's response operations plus the `Set-Cookie` of a cookie hash: made per
+/// request, but only for the first request of a client, which had no cookie.
+fn with_cookie(ops: Option<&HeaderOps>, cookie: HeaderValue) -> Arc<HeaderOps> {
+    let mut ops = ops.cloned().unwrap_or_default();
+    let add = HeaderOperations {
+        add: [(SET_COOKIE.to_string(), cookie.to_str().unwrap_or_default().to_string())].into(),
+        ..Default::default()
+    };
+    if let Err(error) = ops.extend(&add) {
+        tracing::debug!(%error, "generated cookie not set");
+    }
+    Arc::new(ops)
 }
 
 fn resource_of(host: &VirtualHost) -> String {

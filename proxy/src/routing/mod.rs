@@ -8,9 +8,13 @@
 //! know follow the outbound traffic policy. Inbound, a connection goes to the app on its
 //! original port, as HTTP when the workload's port is HTTP, else as TCP.
 
+mod cluster_view;
+pub mod endpoint;
 pub mod http;
 pub mod table;
+pub mod upstream;
 
+use crate::balance::PickContext;
 use crate::config::{ConfigStore, Snapshot};
 use crate::reason::Reason;
 use crate::route::{
@@ -96,26 +100,7 @@ impl ConnectionRouter for MeshRouter {
 
     fn clusters(&self) -> Vec<serde_json::Value> {
         let snapshot = self.store.load();
-        snapshot
-            .routing
-            .upstreams
-            .values()
-            .map(|u| {
-                let endpoints: Vec<serde_json::Value> = u
-                    .endpoints()
-                    .iter()
-                    .map(|e| serde_json::json!({ "address": e.to_string(), "health": "HEALTHY" }))
-                    .collect();
-                serde_json::json!({
-                    "name": u.key.to_string(),
-                    "direction": "outbound",
-                    "status": u.unavailable.as_ref().map(|(_, v)| v.to_str().unwrap_or_default().to_string()),
-                    "passthrough": u.passthrough,
-                    "endpoints": endpoints,
-                    "stats": u.stats.to_json(),
-                })
-            })
-            .collect()
+        snapshot.routing.upstreams.values().map(|u| cluster_view::cluster_json(u)).collect()
     }
 }
 
@@ -171,8 +156,9 @@ fn tcp_route(snapshot: &Snapshot, host: &VirtualHost, ctx: &ConnContext, sni: Op
     if let Some((reason, value)) = &dest.upstream.unavailable {
         return refuse(*reason, value.to_str().unwrap_or_default().to_string());
     }
-    match dest.upstream.pick(Some(ctx.original_dst)) {
-        Some(upstream) => ConnRoute::Tcp(Target { upstream, cluster: dest.upstream.stats.clone() }),
+    let pick = PickContext { original_dst: Some(ctx.original_dst), source: Some(ctx.peer.ip()), ..Default::default() };
+    match dest.upstream.choose(&pick) {
+        Some(picked) => ConnRoute::Tcp(Target { upstream: picked.address, cluster: dest.upstream.stats.clone() }),
         None => refuse(Reason::NoHealthyUpstream, format!("{} has no endpoint", dest.upstream.key)),
     }
 }

@@ -1,115 +1,22 @@
 //! The data path's side of the compiled tables: for every route, its destinations resolved to
-//! upstreams (endpoint addresses, round-robin cursor, counters) and its header operations
-//! parsed, so a request is routed with lookups and comparisons only.
+//! upstreams (endpoints, balancer, outlier detection, counters; see `upstream`) and its header
+//! operations parsed, so a request is routed with lookups and comparisons only.
 //!
 //! `common::compile` gives the tables (what matches, where it goes, by cluster key); this adds
 //! what only a running proxy has: socket addresses, balancing state and counters. It mirrors
 //! the tables' shape (virtual host by name, routes by index), built once per config.
 
+pub use super::upstream::{Picked, Upstream};
 use crate::http::header_ops::HeaderOps;
 use crate::policy::RoutePolicy;
-use crate::reason::Reason;
-use crate::route::UpstreamProtocol;
 use crate::stats::ClusterStats;
 use bytes::Bytes;
 use common::api::Headers;
 use common::api::networking::virtual_service::{HttpDirectResponse, HttpRedirect};
-use common::compile::{
-    Cluster, ClusterKey, HttpAction, HttpRoute, ProxyTables, RouteOrigin, VirtualHost, WeightedClusters,
-};
-use common::registry::{EndpointAddress, Protocol, Resolution};
-use http::{HeaderValue, StatusCode};
+use common::compile::{ClusterKey, HttpAction, HttpRoute, ProxyTables, RouteOrigin, VirtualHost, WeightedClusters};
+use http::StatusCode;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-/// One cluster as the data path uses it.
-pub struct Upstream {
-    pub key: ClusterKey,
-    pub stats: Arc<ClusterStats>,
-    pub protocol: UpstreamProtocol,
-    /// Ready endpoints, in the order compiled.
-    endpoints: Vec<SocketAddr>,
-    /// Round-robin cursor: one relaxed atomic add per pick, no lock.
-    next: AtomicUsize,
-    /// Why the cluster cannot take traffic (and the `x-mesh-reason` value), if it cannot.
-    pub unavailable: Option<(Reason, HeaderValue)>,
-    /// Endpoints are "the address dialled" (headless services, resolution NONE).
-    pub passthrough: bool,
-}
-
-impl Upstream {
-    fn new(cluster: &Cluster, stats: Arc<ClusterStats>) -> Self {
-        let endpoints: Vec<SocketAddr> = cluster
-            .endpoints
-            .iter()
-            .filter_map(|e| match e.address {
-                EndpointAddress::Ip(ip) => Some(SocketAddr::new(ip, e.port)),
-                EndpointAddress::Hostname(_) => None,
-            })
-            .collect();
-        let passthrough = cluster.resolution == Resolution::Passthrough;
-        let unavailable = match cluster.unavailable_reason() {
-            Some(text) => {
-                let reason = if text.starts_with("subset_not_found") {
-                    Reason::SubsetNotFound
-                } else {
-                    Reason::NoHealthyUpstream
-                };
-                Some((reason, header_value(&text, reason)))
-            }
-            None if endpoints.is_empty() && !passthrough => {
-                let text = format!("{} {}", Reason::DnsUnsupported.as_str(), cluster.key);
-                Some((Reason::DnsUnsupported, header_value(&text, Reason::DnsUnsupported)))
-            }
-            None => None,
-        };
-        let protocol = match cluster.protocol {
-            Protocol::Http2 | Protocol::Grpc => UpstreamProtocol::Http2,
-            _ => UpstreamProtocol::SameAsDownstream,
-        };
-        Upstream {
-            key: cluster.key.clone(),
-            stats,
-            protocol,
-            endpoints,
-            next: AtomicUsize::new(0),
-            unavailable,
-            passthrough,
-        }
-    }
-
-    /// The next endpoint in turn; for a passthrough cluster, the address the client dialled.
-    pub fn pick(&self, original_dst: Option<SocketAddr>) -> Option<SocketAddr> {
-        if self.passthrough {
-            return original_dst;
-        }
-        let n = self.next.fetch_add(1, Relaxed);
-        self.endpoints.get(n % self.endpoints.len().max(1)).copied()
-    }
-
-    /// As [`Upstream::pick`], skipping endpoints in `tried` while another is left: a retry
-    /// goes elsewhere when it can (Envoy's previous-hosts predicate), and back to a tried
-    /// endpoint only when every endpoint has been tried.
-    pub fn pick_avoiding(&self, original_dst: Option<SocketAddr>, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        if self.passthrough || tried.is_empty() {
-            return self.pick(original_dst);
-        }
-        let count = self.endpoints.len();
-        let start = self.next.fetch_add(1, Relaxed);
-        let untried = (0..count).map(|i| self.endpoints[(start + i) % count]).find(|e| !tried.contains(e));
-        untried.or_else(|| self.endpoints.get(start % count.max(1)).copied())
-    }
-
-    pub fn endpoints(&self) -> &[SocketAddr] {
-        &self.endpoints
-    }
-}
-
-fn header_value(text: &str, reason: Reason) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static(reason.as_str()))
-}
 
 /// One weighted destination with the header changes that go with it.
 pub struct Dest {
@@ -191,17 +98,17 @@ impl BuildError {
 }
 
 impl Routing {
-    /// Builds the runtime tables. Counters of clusters `previous` already had are kept.
+    /// Builds the runtime tables. Counters of clusters `previous` already had are kept, and
+    /// so is the state of their endpoints (requests in flight, failures, ejections).
     pub fn build(tables: &ProxyTables, previous: Option<&Routing>) -> Result<Routing, BuildError> {
         let upstreams: BTreeMap<ClusterKey, Arc<Upstream>> = tables
             .clusters
             .iter()
             .map(|(key, cluster)| {
-                let stats = previous
-                    .and_then(|p| p.upstreams.get(key))
-                    .map(|u| u.stats.clone())
-                    .unwrap_or_else(|| Arc::new(ClusterStats::new(key.to_string())));
-                (key.clone(), Arc::new(Upstream::new(cluster, stats)))
+                let before = previous.and_then(|p| p.upstreams.get(key));
+                let stats =
+                    before.map(|u| u.stats.clone()).unwrap_or_else(|| Arc::new(ClusterStats::new(key.to_string())));
+                (key.clone(), Arc::new(Upstream::new(cluster, stats, before.map(|u| &**u))))
             })
             .collect();
         let mut routing = Routing { hosts: HashMap::new(), upstreams };
