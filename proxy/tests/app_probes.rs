@@ -15,7 +15,8 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Child, WAIT, free_port, loopback, serve};
+use support::binary::RunningBinary;
+use support::{WAIT, loopback, serve};
 
 fn proxy_with_probes(probers: String) -> Proxy {
     let cfg = ProxyConfig {
@@ -111,37 +112,17 @@ fn binary_reads_probes_from_the_pod_info_dir_and_answers_quitquitquit_before_exi
     );
     let line = format!("sidecar.istio.io/appProbers=\"{}\"\n", probers.replace('"', "\\\""));
     std::fs::write(dir.join("annotations"), line).unwrap();
-    let ports = [free_port(), free_port(), free_port(), free_port()].map(|p| p.to_string());
-    let mut child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
-            .args(["run", "--concurrency", "1", "--outbound-port", &ports[0], "--inbound-port", &ports[1]])
-            .args(["--admin-port", &ports[2], "--readiness-port", &ports[3]])
-            .env("MESH_POD_INFO_DIR", &dir)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let readiness: SocketAddr = format!("127.0.0.1:{}", ports[3]).parse().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(readiness).is_err() {
-        assert!(Instant::now() < deadline, "proxy never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"));
+    command.args(["run", "--concurrency", "1"]).env("MESH_POD_INFO_DIR", &dir);
+    let mut proxy = RunningBinary::start(command);
+    let readiness = proxy.ports.readiness;
     assert!(raw(readiness, "GET", "/app-health/web/livez").starts_with("HTTP/1.0 200"));
     drop(app);
     assert!(raw(readiness, "GET", "/app-health/web/livez").starts_with("HTTP/1.0 503"));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let admin: SocketAddr = format!("127.0.0.1:{}", ports[2]).parse().unwrap();
-    let reply = raw(admin, "POST", "/quitquitquit");
+    let reply = raw(proxy.ports.admin, "POST", "/quitquitquit");
     assert!(reply.starts_with("HTTP/1.0 200") && reply.ends_with("OK\n"), "{reply:?}");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "proxy did not exit after /quitquitquit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    let status = proxy.wait_for_exit("/quitquitquit");
+    assert!(status.success(), "{status}; its log:\n{}", proxy.logs());
 }

@@ -4,10 +4,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::binary::RunningBinary;
 use support::mesh::get;
-use support::{Child, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
 
@@ -25,7 +25,8 @@ fn a_config_that_cannot_be_read_stops_the_start_with_the_object_and_field() {
          spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, wieght: 5}]}]}\n",
     );
     let out = Command::new(BIN)
-        .args(["run", "--config-file", path.to_str().unwrap(), "--admin-port", &free_port().to_string()])
+        .args(["run", "--config-file", path.to_str().unwrap()])
+        .envs(["MESH_OUTBOUND_PORT", "MESH_INBOUND_PORT", "MESH_ADMIN_PORT", "MESH_READINESS_PORT"].map(|v| (v, "0")))
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&path);
@@ -50,18 +51,10 @@ async fn sighup_reloads_the_config_file() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
          spec: {clusterIP: 10.96.7.7, ports: [{name: http, port: 80}]}\n",
     );
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let ports = [free_port(), free_port(), free_port()].map(|p| p.to_string());
-    let child = Child(
-        Command::new(BIN)
-            .args(["run", "--config-file", path.to_str().unwrap(), "--config-poll", "3600s"])
-            .args(["--admin-port", &admin.port().to_string(), "--outbound-port", &ports[0]])
-            .args(["--inbound-port", &ports[1], "--readiness-port", &ports[2]])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(BIN);
+    command.args(["run", "--config-file", path.to_str().unwrap(), "--config-poll", "3600s"]);
+    let proxy = RunningBinary::start(command);
+    let admin = proxy.ports.admin;
     let wait_for = |wanted: u64| async move {
         let deadline = Instant::now() + support::WAIT;
         while version(admin).await != Some(wanted) {
@@ -70,7 +63,7 @@ async fn sighup_reloads_the_config_file() {
         }
     };
     wait_for(1).await;
-    let hup = Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap();
+    let hup = Command::new("kill").args(["-HUP", &proxy.child.id().to_string()]).status().unwrap();
     assert!(hup.success());
     wait_for(2).await;
     let _ = std::fs::remove_file(&path);

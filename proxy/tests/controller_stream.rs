@@ -21,8 +21,9 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::binary::RunningBinary;
 use support::mesh::{get, upstream};
-use support::{Child, WAIT, free_port, loopback};
+use support::{WAIT, loopback};
 
 /// The world the controller would build from the API server: `reviews` in namespace `a`, its
 /// one endpoint at `endpoint`, and the Istio resources in `yaml`.
@@ -160,30 +161,17 @@ async fn snapshot_routes_bad_config_is_nacked_and_a_restart_resumes_by_version()
     restarted.shutdown_background();
 }
 
-/// Starts the binary as the injector would, on free ports. A free port is found by binding and
-/// releasing it, so another test may take it first; a proxy that exits at once (it could not
-/// bind) is started again on fresh ports.
-fn start_injected(controller: &SocketAddr, pod_info: &std::path::Path) -> (Child, String, String) {
-    for _ in 0..3 {
-        let (admin, outbound) = (free_port().to_string(), free_port().to_string());
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
-            .args(["--admin-port", &admin, "--outbound-port", &outbound])
-            .args(["--inbound-port", &free_port().to_string(), "--readiness-port", &free_port().to_string()])
-            .env("MESH_CONTROLLER_ADDRESS", controller.to_string())
-            .env("POD_NAME", "web-0")
-            .env("POD_NAMESPACE", "a")
-            .env("SERVICE_ACCOUNT", "web-sa")
-            .env("INSTANCE_IP", "10.1.0.9")
-            .env("MESH_POD_INFO_DIR", pod_info)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        if child.try_wait().unwrap().is_none() {
-            return (Child(child), admin, outbound);
-        }
-    }
-    panic!("mesh-proxy exited at once three times (its ports taken?)");
+/// Starts the binary as the injector would: identity and controller from the environment.
+fn start_injected(controller: &SocketAddr, pod_info: &std::path::Path) -> RunningBinary {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"));
+    command
+        .env("MESH_CONTROLLER_ADDRESS", controller.to_string())
+        .env("POD_NAME", "web-0")
+        .env("POD_NAMESPACE", "a")
+        .env("SERVICE_ACCOUNT", "web-sa")
+        .env("INSTANCE_IP", "10.1.0.9")
+        .env("MESH_POD_INFO_DIR", pod_info);
+    RunningBinary::start(command)
 }
 
 /// The binary as the injector starts it: no flags, identity and controller from the environment
@@ -199,17 +187,15 @@ async fn injected_binary_introduces_itself_from_the_environment_and_acks() {
     let dir = std::env::temp_dir().join(format!("mesh-stream-podinfo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("labels"), "app=\"web\"\nversion=\"v3\"\n").unwrap();
-    let (_child, admin, outbound) = start_injected(&address, &dir);
+    let proxy = start_injected(&address, &dir);
     status(&hub, |s| s.acked == hub.version(first.number)).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    let (_, _, dump) = get(admin, "admin", "/config_dump", &[]).await;
+    let (_, _, dump) = get(proxy.ports.admin, "admin", "/config_dump", &[]).await;
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
     let identity = &dump["routing"]["identity"];
     assert_eq!(identity["spiffe_id"], "spiffe://cluster.local/ns/a/sa/web-sa", "{identity}");
     assert_eq!(identity["ips"], json!(["10.1.0.9"]));
     assert_eq!(identity["labels"], json!({"app": "web", "version": "v3"}));
-    let outbound: SocketAddr = format!("127.0.0.1:{outbound}").parse().unwrap();
-    assert_eq!(get(outbound, HOST, "/", &[]).await.2, "v1");
+    assert_eq!(get(proxy.ports.outbound, HOST, "/", &[]).await.2, "v1");
     controller.shutdown_background();
 }

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::binary::RunningBinary;
 use support::{bounded, h1_client, serve, start_proxy};
 use tokio::sync::{Notify, mpsc};
 
@@ -112,45 +113,22 @@ async fn drain_gives_up_after_the_drain_period() {
 
 #[test]
 fn binary_exits_zero_on_sigterm() {
-    let ports: Vec<u16> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect::<Vec<_>>()
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
-        .args(["run", "--concurrency", "1", "--drain-period", "2s", "--log-format", "json"])
-        .args(["--outbound-port", &ports[0].to_string(), "--inbound-port", &ports[1].to_string()])
-        .args(["--admin-port", &ports[2].to_string(), "--readiness-port", &ports[3].to_string()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = |port: u16| {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"));
+    command.args(["run", "--concurrency", "1", "--drain-period", "2s"]);
+    let mut proxy = RunningBinary::start(command);
+    let ready = |addr: SocketAddr| {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
         s.write_all(b"GET /healthz/ready HTTP/1.0\r\n\r\n").ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         out.starts_with("HTTP/1.0 200").then_some(())
     };
-    let deadline = std::time::Instant::now() + support::WAIT;
-    while ready(ports[3]).is_none() {
-        assert!(std::time::Instant::now() < deadline, "proxy never became ready");
-        assert!(child.try_wait().unwrap().is_none(), "proxy exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ready(proxy.ports.readiness).is_some(), "ready once it says so; its log:\n{}", proxy.logs());
+    let killed = std::process::Command::new("kill").args(["-TERM", &proxy.child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + support::WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "proxy did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let status = proxy.wait_for_exit("SIGTERM");
+    let logs = proxy.logs();
     assert!(status.success(), "exit status {status}; logs:\n{logs}");
     assert!(logs.contains("\"message\":\"SIGTERM received\""), "{logs}");
 }

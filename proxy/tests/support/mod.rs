@@ -3,6 +3,7 @@
 //! test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod mesh;
 pub mod netns;
 pub mod scripted;
@@ -41,11 +42,6 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A loopback port free right now (bound and released): another process may take it first.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A proxy on loopback ports whose capture listeners send everything to `upstream`.
