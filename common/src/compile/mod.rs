@@ -25,6 +25,7 @@
 //! mTLS mode per port and the authorization policies in evaluation order.
 
 mod clusters;
+pub mod egress;
 mod gateway;
 mod inbound;
 pub mod matching;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::egress::{EgressHost, egress_admits_any, select_sidecar, sidecar_egress};
 use super::tables::{OutboundMode, OutboundPolicy};
 use super::{CompileDiagnostic, DiagnosticCode, ProxyIdentity, ProxyKind, age_key};
 use crate::api::networking::destination_rule::DestinationRule;
@@ -13,29 +14,6 @@ use crate::hosts;
 use crate::registry::{ExportTo, Registry, Service};
 use crate::resource::Resource;
 use crate::validate::{FieldPath, ObjectRef, Severity};
-
-/// One `namespace/host` entry of the Sidecar's egress, with `.` already resolved.
-#[derive(Clone, Debug)]
-struct EgressHost {
-    port: Option<u16>,
-    namespace: String,
-    host: String,
-}
-
-impl EgressHost {
-    fn admits(&self, namespace: &str, host: &str, port: Option<u16>) -> bool {
-        let port_fits = match (self.port, port) {
-            (Some(listener), Some(port)) => listener == port,
-            _ => true,
-        };
-        let namespace_fits = match self.namespace.as_str() {
-            "*" => true,
-            "~" => false,
-            name => name == namespace,
-        };
-        port_fits && namespace_fits && (self.host == "*" || hosts::overlaps(&self.host, host))
-    }
-}
 
 /// The view of one proxy.
 pub(super) struct Scope<'a> {
@@ -62,30 +40,19 @@ impl<'a> Scope<'a> {
         diagnostics: &mut Vec<CompileDiagnostic>,
     ) -> Self {
         // Sidecar resources shape sidecars only; a gateway sees everything exported to it.
-        let sidecar = if proxy.kind == ProxyKind::Sidecar { select_sidecar(resources, proxy) } else { None };
-        // `.` is the proxy's namespace: for a Sidecar of its own namespace that is the Sidecar's,
-        // and the root namespace's default Sidecar means each workload's own namespace by it.
-        let egress = sidecar.filter(|sidecar| !sidecar.spec.egress.is_empty()).map(|sidecar| {
-            let own = proxy.namespace.clone();
-            sidecar
-                .spec
-                .egress
-                .iter()
-                .flat_map(|listener| {
-                    let port = listener.port.as_ref().and_then(|port| u16::try_from(port.number).ok());
-                    let own = own.clone();
-                    listener.namespaced_hosts().map(move |(namespace, host)| {
-                        let namespace = if namespace == "." { own.clone() } else { namespace.to_string() };
-                        let host = if host == "*" || namespace == "*" || namespace == "~" {
-                            host.to_ascii_lowercase()
-                        } else {
-                            hosts::fully_qualify(host, &namespace, registry.domain())
-                        };
-                        EgressHost { port, namespace, host }
-                    })
-                })
-                .collect()
-        });
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => select_sidecar(
+                resources.iter().filter_map(|resource| match resource {
+                    Resource::Sidecar(sidecar) => Some(sidecar),
+                    _ => None,
+                }),
+                &proxy.namespace,
+                &proxy.labels,
+                &proxy.root_namespace,
+            ),
+            ProxyKind::Gateway => None,
+        };
+        let egress = sidecar.and_then(|sidecar| sidecar_egress(sidecar, &proxy.namespace, registry.domain()));
         let mut scope = Scope {
             registry,
             proxy,
@@ -143,10 +110,13 @@ impl<'a> Scope<'a> {
         ExportTo(vs.spec.export_to.clone()).is_visible(namespace, &self.proxy.namespace)
             && (self.proxy.kind == ProxyKind::Gateway || vs.spec.effective_gateways().contains(&MESH_GATEWAY))
             && self.egress.as_ref().is_none_or(|egress| {
-                vs.spec.hosts.iter().any(|host| {
-                    let host = hosts::fully_qualify(host, namespace, self.registry.domain());
-                    egress.iter().any(|entry| entry.admits(namespace, &host, None))
-                })
+                let hosts: Vec<String> = vs
+                    .spec
+                    .hosts
+                    .iter()
+                    .map(|host| hosts::fully_qualify(host, namespace, self.registry.domain()))
+                    .collect();
+                egress_admits_any(egress, namespace, hosts.iter().map(String::as_str))
             })
     }
 
@@ -243,30 +213,6 @@ impl<'a> Scope<'a> {
             }),
         }
     }
-}
-
-/// The Sidecar for the proxy, as Istio chooses: one in its namespace whose selector matches it,
-/// else its namespace's Sidecar without selector, else the root namespace's; the oldest when
-/// several qualify.
-fn select_sidecar<'a>(resources: &[&'a Resource], proxy: &ProxyIdentity) -> Option<&'a Sidecar> {
-    let mut sidecars: Vec<&Sidecar> = resources
-        .iter()
-        .filter_map(|resource| match resource {
-            Resource::Sidecar(sidecar) => Some(sidecar),
-            _ => None,
-        })
-        .collect();
-    sidecars.sort_by_key(|sidecar| age_key(&sidecar.metadata));
-    let first = |namespace: &str, selected: &dyn Fn(&Sidecar) -> bool| {
-        sidecars.iter().copied().find(|sidecar| namespace_of(&sidecar.metadata) == namespace && selected(sidecar))
-    };
-    let selects_proxy = |sidecar: &Sidecar| {
-        sidecar.spec.workload_selector.as_ref().is_some_and(|selector| selector.matches(&proxy.labels))
-    };
-    let namespace_wide = |sidecar: &Sidecar| sidecar.spec.workload_selector.is_none();
-    first(&proxy.namespace, &selects_proxy)
-        .or_else(|| first(&proxy.namespace, &namespace_wide))
-        .or_else(|| first(&proxy.root_namespace, &namespace_wide))
 }
 
 /// A resource's namespace, `default` when unset.

@@ -2,17 +2,16 @@
 //!
 //! A proxy sees its own namespace's resources, what other namespaces export to it, the root
 //! namespace's workload policy, and (a sidecar with a `Sidecar` resource) only the hosts that
-//! resource's egress lists, plus the services it serves itself. These are the same rules the
-//! proxy's compiler applies; sending no more than that keeps pushes small, and sending no less
-//! keeps the proxy's compile identical to one over everything.
+//! resource's egress lists, plus the services it serves itself. The Sidecar rules are the
+//! proxy compiler's own (`common::compile::egress`): sending no more than that keeps pushes
+//! small, and sending no less keeps the proxy's compile identical to one over everything.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use common::api::networking::sidecar::Sidecar;
 use common::compile::ProxyKind;
-use common::hosts;
+use common::compile::egress::{EgressHost, egress_admits_any, select_sidecar, sidecar_egress};
 
 use super::world::{Audience, Entry, World};
 
@@ -52,24 +51,6 @@ impl ProxyInfo {
     }
 }
 
-/// One `namespace/host` entry of a Sidecar's egress, with `.` resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EgressHost {
-    namespace: String,
-    host: String,
-}
-
-impl EgressHost {
-    fn admits(&self, namespace: &str, host: &str) -> bool {
-        let namespace_fits = match self.namespace.as_str() {
-            "*" => true,
-            "~" => false,
-            name => name == namespace,
-        };
-        namespace_fits && (self.host == "*" || hosts::overlaps(&self.host, host))
-    }
-}
-
 /// A proxy's view: who it is and, when a Sidecar narrows it, the egress hosts it may reach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyView {
@@ -91,25 +72,17 @@ impl ProxyView {
     /// namespace selecting it, else its namespace's default, else the root namespace's; the
     /// oldest when several qualify.
     pub fn new(proxy: &ProxyInfo, world: &World, root_namespace: &str) -> Self {
-        let sidecar =
-            if proxy.kind == ProxyKind::Sidecar { select_sidecar(proxy, world, root_namespace) } else { None };
-        let egress = sidecar.filter(|sidecar| !sidecar.spec.egress.is_empty()).map(|sidecar| {
-            sidecar
-                .spec
-                .egress
-                .iter()
-                .flat_map(|listener| listener.namespaced_hosts())
-                .map(|(namespace, host)| {
-                    let namespace = if namespace == "." { proxy.namespace.clone() } else { namespace.to_string() };
-                    let host = if host == "*" || namespace == "*" || namespace == "~" {
-                        host.to_ascii_lowercase()
-                    } else {
-                        hosts::fully_qualify(host, &namespace, &world.domain)
-                    };
-                    EgressHost { namespace, host }
-                })
-                .collect()
-        });
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => select_sidecar(
+                world.sidecars.iter().map(|sidecar| &**sidecar),
+                &proxy.namespace,
+                &proxy.labels,
+                root_namespace,
+            ),
+            ProxyKind::Gateway => None,
+        };
+        let egress =
+            sidecar.and_then(|sidecar| sidecar_egress(sidecar, &proxy.namespace, &world.domain)).map(Arc::from);
         ProxyView {
             kind: proxy.kind,
             namespace: proxy.namespace.clone(),
@@ -130,9 +103,10 @@ impl ProxyView {
                     return false;
                 }
                 export_to.is_visible(namespace, &self.namespace)
-                    && self.egress.as_ref().is_none_or(|egress| {
-                        hosts.iter().any(|host| egress.iter().any(|allowed| allowed.admits(namespace, host)))
-                    })
+                    && self
+                        .egress
+                        .as_ref()
+                        .is_none_or(|egress| egress_admits_any(egress, namespace, hosts.iter().map(String::as_str)))
             }
             Audience::Local { namespace, sidecars_only } => {
                 (!sidecars_only || self.kind == ProxyKind::Sidecar)
@@ -141,19 +115,4 @@ impl ProxyView {
             Audience::Gateways => self.kind == ProxyKind::Gateway,
         }
     }
-}
-
-fn select_sidecar<'w>(proxy: &ProxyInfo, world: &'w World, root_namespace: &str) -> Option<&'w Sidecar> {
-    let in_namespace = |namespace: &str, selected: &dyn Fn(&Sidecar) -> bool| {
-        world.sidecars.iter().map(|sidecar| &**sidecar).find(|sidecar| {
-            sidecar.metadata.namespace.as_deref().unwrap_or("default") == namespace && selected(sidecar)
-        })
-    };
-    let selects_proxy = |sidecar: &Sidecar| {
-        sidecar.spec.workload_selector.as_ref().is_some_and(|selector| selector.matches(&proxy.labels))
-    };
-    let namespace_wide = |sidecar: &Sidecar| sidecar.spec.workload_selector.is_none();
-    in_namespace(&proxy.namespace, &selects_proxy)
-        .or_else(|| in_namespace(&proxy.namespace, &namespace_wide))
-        .or_else(|| in_namespace(root_namespace, &namespace_wide))
 }
