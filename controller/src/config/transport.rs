@@ -29,9 +29,11 @@ pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct Http2Settings {
     /// Bytes h2 may queue per stream beyond what the socket took. The config stream produces
-    /// parts of at most 6 KB only as they are asked for, so a small bound costs no speed and
-    /// keeps a stream being sent a 733 KB snapshot from queueing it whole (hyper's default is
-    /// 400 KB per stream).
+    /// parts of at most 1.5 KB only as they are asked for, so a small bound keeps a stream
+    /// being sent a 733 KB snapshot from queueing it whole (hyper's default is 400 KB per
+    /// stream). h2 keeps room for the most frames a connection ever had queued, and with
+    /// small parts that follows this bound: 32 KB held 20 KB of frame slots per connection
+    /// for good, 4 KB holds 2.5 KB.
     pub max_send_buffer: usize,
     /// What a client may send on one stream before the controller reads it. Proxies send a
     /// Hello and ACKs, a few dozen bytes each; 64 KB is HTTP/2's own default.
@@ -50,7 +52,7 @@ pub struct Http2Settings {
 impl Default for Http2Settings {
     fn default() -> Self {
         Self {
-            max_send_buffer: 32 * 1024,
+            max_send_buffer: 4 * 1024,
             stream_window: 64 * 1024,
             connection_window: 256 * 1024,
             max_concurrent_streams: 256,
