@@ -63,7 +63,7 @@ async fn sighup_reloads_the_config_file() {
         }
     };
     wait_for(1).await;
-    let hup = Command::new("kill").args(["-HUP", &proxy.child.id().to_string()]).status().unwrap();
+    let hup = Command::new("kill").args(["-HUP", &proxy.id().to_string()]).status().unwrap();
     assert!(hup.success());
     wait_for(2).await;
     let _ = std::fs::remove_file(&path);

@@ -125,7 +125,7 @@ fn binary_exits_zero_on_sigterm() {
         out.starts_with("HTTP/1.0 200").then_some(())
     };
     assert!(ready(proxy.ports.readiness).is_some(), "ready once it says so; its log:\n{}", proxy.logs());
-    let killed = std::process::Command::new("kill").args(["-TERM", &proxy.child.id().to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill").args(["-TERM", &proxy.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let status = proxy.wait_for_exit("SIGTERM");
     let logs = proxy.logs();

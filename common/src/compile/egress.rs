@@ -38,8 +38,12 @@ impl EgressHost {
 }
 
 /// Whether any entry of `egress` admits any of `hosts` (of `namespace`) on some port.
-pub fn egress_admits_any<'h>(egress: &[EgressHost], namespace: &str, hosts: impl IntoIterator<Item = &'h str>) -> bool {
-    hosts.into_iter().any(|host| egress.iter().any(|entry| entry.admits(namespace, host, None)))
+pub fn egress_admits_any(
+    egress: &[EgressHost],
+    namespace: &str,
+    hosts: impl IntoIterator<Item = impl AsRef<str>>,
+) -> bool {
+    hosts.into_iter().any(|host| egress.iter().any(|entry| entry.admits(namespace, host.as_ref(), None)))
 }
 
 /// The egress hosts of `sidecar` for a workload in `workload_namespace`; `None` when the

@@ -110,13 +110,9 @@ impl<'a> Scope<'a> {
         ExportTo(vs.spec.export_to.clone()).is_visible(namespace, &self.proxy.namespace)
             && (self.proxy.kind == ProxyKind::Gateway || vs.spec.effective_gateways().contains(&MESH_GATEWAY))
             && self.egress.as_ref().is_none_or(|egress| {
-                let hosts: Vec<String> = vs
-                    .spec
-                    .hosts
-                    .iter()
-                    .map(|host| hosts::fully_qualify(host, namespace, self.registry.domain()))
-                    .collect();
-                egress_admits_any(egress, namespace, hosts.iter().map(String::as_str))
+                let hosts =
+                    vs.spec.hosts.iter().map(|host| hosts::fully_qualify(host, namespace, self.registry.domain()));
+                egress_admits_any(egress, namespace, hosts)
             })
     }
 

@@ -103,10 +103,7 @@ impl ProxyView {
                     return false;
                 }
                 export_to.is_visible(namespace, &self.namespace)
-                    && self
-                        .egress
-                        .as_ref()
-                        .is_none_or(|egress| egress_admits_any(egress, namespace, hosts.iter().map(String::as_str)))
+                    && self.egress.as_ref().is_none_or(|egress| egress_admits_any(egress, namespace, hosts))
             }
             Audience::Local { namespace, sidecars_only } => {
                 (!sidecars_only || self.kind == ProxyKind::Sidecar)

@@ -5,7 +5,7 @@
 //! nothing to go on. Here the binary binds port 0 itself and the test reads the bound addresses
 //! from its `proxy ready` log line, and every log line is kept to explain a failure.
 
-use super::WAIT;
+use super::{Child, WAIT};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -23,12 +23,17 @@ pub struct BoundPorts {
 
 /// A running `mesh-proxy`, killed and reaped when dropped.
 pub struct RunningBinary {
-    pub child: std::process::Child,
+    pub child: Child,
     pub ports: BoundPorts,
     logs: Arc<Mutex<String>>,
 }
 
 impl RunningBinary {
+    /// The process id, for signals.
+    pub fn id(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// Starts `command` (a `mesh-proxy` command line without port or log flags) with every
     /// listener on port 0 and JSON logs, and waits for it to say where it listens.
     pub fn start(mut command: Command) -> RunningBinary {
@@ -36,8 +41,10 @@ impl RunningBinary {
             command.env(port, "0");
         }
         command.env("MESH_LOG_FORMAT", "json").env("RUST_LOG", "info");
-        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting mesh-proxy");
-        let stderr = child.stderr.take().unwrap();
+        // Wrapped at once, so a start that fails below still kills the process.
+        let mut child =
+            Child(command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting mesh-proxy"));
+        let stderr = child.0.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let kept = logs.clone();
@@ -61,7 +68,7 @@ impl RunningBinary {
                 }
                 Err(_) => {}
             }
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.0.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(100)); // the last lines
                 panic!("mesh-proxy exited with {status} before it was ready; its log:\n{}", logs.lock().unwrap());
             }
@@ -78,7 +85,7 @@ impl RunningBinary {
     pub fn wait_for_exit(&mut self, after: &str) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(100)); // the last lines
                 return status;
             }
@@ -89,13 +96,6 @@ impl RunningBinary {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for RunningBinary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
