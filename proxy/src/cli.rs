@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// no --config-file. The last good config keeps serving while it is unreachable.
     #[arg(long, env = "MESH_CONTROLLER_ADDRESS", value_name = "ADDR")]
     pub controller: Option<String>,
+    /// A directory with the workload certificate for mutual TLS with peer sidecars, in the
+    /// layout Istio mounts at /etc/certs: cert-chain.pem, key.pem, root-cert.pem. Re-read when
+    /// the files change. Without it the proxy speaks plaintext to every peer.
+    #[arg(long, env = "MESH_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
     #[command(flatten)]
     pub identity: IdentityArgs,
 }

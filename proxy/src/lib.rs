@@ -34,3 +34,4 @@ pub mod sni;
 pub mod stats;
 pub mod sys;
 pub mod tcp;
+pub mod tls;

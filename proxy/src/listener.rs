@@ -7,12 +7,15 @@ use crate::reason::Reason;
 use crate::route::{ConnContext, ConnRoute, ConnectionRouter, Direction, Refusal, Target};
 use crate::sni;
 use crate::stats::Stats;
+use crate::tls::accept::DownstreamIo;
+use crate::tls::{MeshTls, Rewind};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::either::Either;
 
 /// Where a connection's destination comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,9 @@ pub struct ListenerShared {
     pub original_dst: OriginalDst,
     /// Source address for IPv4 upstream TCP connections (127.0.0.6 inbound).
     pub source_v4: Option<IpAddr>,
+    /// The proxy's credentials: the inbound side terminates peer sidecars' mutual TLS with
+    /// them, the outbound side originates it to endpoints routing marks.
+    pub tls: Arc<MeshTls>,
 }
 
 /// Accepts until draining starts, then returns, which closes the socket: from then on new
@@ -72,9 +78,38 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: &ListenerShared) {
         return;
     };
     let ctx = ConnContext { direction, peer, original_dst, direct };
-    match shared.router.route_connection(&ctx) {
+    let route = shared.router.route_connection(&ctx);
+    if let ConnRoute::Reject(refusal) = route {
+        return refuse(&ctx, refusal, shared);
+    }
+    let io = match (direction, shared.tls.current()) {
+        (Direction::Inbound, Some(credentials)) => {
+            let wait = if matches!(route, ConnRoute::Tcp(_)) { SILENT_CLIENT_WAIT } else { SNI_TIMEOUT };
+            match crate::tls::accept::accept(stream, wait, &credentials).await {
+                Ok(accepted) => {
+                    if let Some(identity) = &accepted.peer_identity {
+                        counters.mtls_accepted.fetch_add(1, Relaxed);
+                        tracing::debug!(peer = %ctx.peer, dst = %ctx.original_dst, %identity, "mutual TLS accepted");
+                    }
+                    accepted.io
+                }
+                Err(error) => {
+                    counters.mtls_fail.fetch_add(1, Relaxed);
+                    tracing::warn!(peer = %ctx.peer, dst = %ctx.original_dst, %error, "inbound connection refused");
+                    return;
+                }
+            }
+        }
+        _ => Either::Left(Rewind::new(stream, Vec::new())),
+    };
+    carry(io, route, ctx, shared).await;
+}
+
+/// Carries a connection as `route` says, over what the client speaks (plaintext, or the inside
+/// of a peer's mutual TLS).
+async fn carry(mut stream: DownstreamIo, route: ConnRoute, ctx: ConnContext, shared: &ListenerShared) {
+    match route {
         ConnRoute::Tls(router) => {
-            let mut stream = stream;
             let hello = sni::read_client_hello(&mut stream, SNI_TIMEOUT).await;
             match router.route_sni(&ctx, hello.server_name.as_deref()) {
                 ConnRoute::Tcp(target) => forward_tcp(stream, &ctx, target, &hello.buffered, shared).await,
@@ -96,6 +131,12 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: &ListenerShared) {
 
 /// How long a TLS client may take to send its ClientHello.
 const SNI_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// On an inbound TCP port, how long the proxy waits for a client's first bytes to tell a peer
+/// sidecar's mutual TLS from plaintext. A peer sidecar sends its ClientHello at once; a client
+/// of a server-first protocol (a database greeting) sends nothing until the server speaks, and
+/// is served as plaintext after this wait rather than stalled.
+const SILENT_CLIENT_WAIT: Duration = Duration::from_secs(1);
 
 fn refuse(ctx: &ConnContext, refusal: Refusal, shared: &ListenerShared) {
     shared.stats.reasons.count(refusal.reason);
@@ -151,7 +192,7 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// copies both ways with half-close. A cluster at its `maxConnections` gets no new connection:
 /// the downstream one is closed at once (TCP has no way to queue it that a client would see).
 async fn forward_tcp(
-    mut downstream: TcpStream,
+    mut downstream: DownstreamIo,
     ctx: &ConnContext,
     target: Target,
     prefix: &[u8],
@@ -175,7 +216,8 @@ async fn forward_tcp(
     };
     let limits = breaker.as_deref().map(|b| &b.limits);
     let timeout = limits.and_then(|l| l.connect_timeout).unwrap_or(TCP_CONNECT_TIMEOUT);
-    let connect = crate::tcp::connect(upstream, shared.source_v4, limits.and_then(|l| l.keepalive.as_ref()));
+    let keepalive = limits.and_then(|l| l.keepalive.as_ref());
+    let connect = crate::tls::connect::connect(&upstream, shared.source_v4, keepalive, &shared.tls);
     let connected = match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(mut up)) => up.write_all(prefix).await.map(|()| up),
         Ok(Err(error)) => Err(error),

@@ -7,7 +7,12 @@ use mesh_proxy::config::ConfigStore;
 use mesh_proxy::config::stream::StreamSettings;
 use mesh_proxy::route::{ConnectionRouter, HttpOnAllPorts, Passthrough};
 use mesh_proxy::routing::MeshRouter;
+use mesh_proxy::tls::MeshTls;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often --tls-dir is checked for a rotated certificate.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(5);
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -38,7 +43,11 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let cfg = args.config();
+    let mut cfg = args.config();
+    if let Some(dir) = &args.tls_dir {
+        let credentials = mesh_proxy::tls::files::load(dir).context("loading --tls-dir")?;
+        cfg.tls = Arc::new(MeshTls::with(credentials));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.concurrency)
         .thread_name("mesh-proxy-worker")
@@ -56,11 +65,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         (None, false) => Arc::new(Passthrough),
     };
     let poll = args.config_poll;
+    let tls_watch = args.tls_dir.clone().map(|dir| (dir, cfg.tls.clone()));
     let stream = match (&args.config_file, &args.controller) {
         (None, Some(address)) => Some(StreamSettings::new(address, &args.identity.dns_domain)),
         _ => None,
     };
     runtime.block_on(async move {
+        if let Some((dir, tls)) = tls_watch {
+            drop(tokio::spawn(mesh_proxy::tls::files::watch(dir, tls, CERTIFICATE_POLL)));
+        }
         match (store, stream) {
             (Some(store), Some(stream)) => drop(tokio::spawn(mesh_proxy::config::stream::run(store, stream))),
             (Some(store), None) => drop(tokio::spawn(mesh_proxy::config::watch::run(store, poll))),

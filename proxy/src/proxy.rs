@@ -8,6 +8,7 @@ use crate::listener::{self, ListenerShared, OriginalDst};
 use crate::probes::ProbeSource;
 use crate::route::{ConnectionRouter, Direction};
 use crate::stats::Stats;
+use crate::tls::MeshTls;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct ProxyConfig {
     pub concurrency: usize,
     /// The app's original probes, forwarded under `/app-health/` on the readiness port.
     pub app_probes: Option<ProbeSource>,
+    /// The workload certificate for mutual TLS with peer sidecars; empty: plaintext only.
+    pub tls: Arc<MeshTls>,
 }
 
 impl Default for ProxyConfig {
@@ -51,6 +54,7 @@ impl Default for ProxyConfig {
             inbound_source_v4: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6))),
             concurrency: 2,
             app_probes: None,
+            tls: Arc::default(),
         }
     }
 }
@@ -112,7 +116,7 @@ impl Proxy {
             readiness: listeners.readiness.local_addr()?,
         };
         let capture = |direction: Direction, source_v4: Option<IpAddr>| {
-            let client = HttpClient::new(&ClientConfig { source_v4, ..ClientConfig::default() });
+            let client = HttpClient::new(&ClientConfig { source_v4, tls: cfg.tls.clone(), ..ClientConfig::default() });
             Arc::new(ListenerShared {
                 direction,
                 router: router.clone(),
@@ -121,6 +125,7 @@ impl Proxy {
                 drain: drain.clone(),
                 original_dst: cfg.original_dst,
                 source_v4,
+                tls: cfg.tls.clone(),
             })
         };
         let outbound = capture(Direction::Outbound, None);
@@ -189,6 +194,7 @@ fn config_dump(cfg: &ProxyConfig, addrs: &Addresses) -> serde_json::Value {
         },
         "inbound_source": cfg.inbound_source_v4.map(|ip| ip.to_string()),
         "concurrency": cfg.concurrency,
+        "tls": cfg.tls.describe(),
         "drain_period_ms": cfg.drain_period.as_millis() as u64,
     })
 }

@@ -51,8 +51,33 @@ pub struct ConnContext {
 /// Where a connection or request is sent, and the cluster it is counted under.
 #[derive(Clone)]
 pub struct Target {
-    pub upstream: SocketAddr,
+    pub upstream: Dial,
     pub cluster: Arc<ClusterStats>,
+}
+
+/// An endpoint to connect to: its address, and, when its pod runs a sidecar (auto mTLS) or its
+/// DestinationRule says `ISTIO_MUTUAL`, the SPIFFE ID its mutual TLS must prove (empty: any
+/// identity of the mesh).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dial {
+    pub address: SocketAddr,
+    pub mtls: Option<Arc<str>>,
+}
+
+impl Dial {
+    /// A plaintext connection to `address` (the app, a passthrough, a service outside the mesh).
+    pub fn plain(address: SocketAddr) -> Self {
+        Dial { address, mtls: None }
+    }
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mtls {
+            Some(_) => write!(f, "{} (mTLS)", self.address),
+            None => write!(f, "{}", self.address),
+        }
+    }
 }
 
 /// The proxy's own answer instead of forwarding: why, and what to send.
@@ -198,7 +223,7 @@ impl ConnectionRouter for Passthrough {
         if ctx.direct {
             return refuse_direct();
         }
-        ConnRoute::Tcp(Target { upstream: ctx.original_dst, cluster: passthrough_cluster(ctx.direction) })
+        ConnRoute::Tcp(Target { upstream: Dial::plain(ctx.original_dst), cluster: passthrough_cluster(ctx.direction) })
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -238,7 +263,7 @@ pub struct HttpPassthrough;
 impl HttpRouter for HttpPassthrough {
     fn route_request(&self, ctx: &ConnContext, _head: &mut http::request::Parts) -> HttpRoute {
         HttpRoute::Forward {
-            target: Target { upstream: ctx.original_dst, cluster: passthrough_cluster(ctx.direction) },
+            target: Target { upstream: Dial::plain(ctx.original_dst), cluster: passthrough_cluster(ctx.direction) },
             protocol: UpstreamProtocol::SameAsDownstream,
             response_headers: None,
             resilience: None,

@@ -1,33 +1,41 @@
-//! Reading the server name (SNI) from a TLS ClientHello without terminating TLS.
+//! Reading the server name (SNI) and ALPN protocols from a TLS ClientHello without
+//! terminating TLS.
 //!
 //! TLS ports are routed by SNI (VirtualService `tls[].match.sniHosts`). The proxy reads the
 //! client's first records, finds the `server_name` extension, and later replays the bytes it
-//! read to the upstream, so the handshake continues end to end untouched.
+//! read to the upstream, so the handshake continues end to end untouched. The inbound side
+//! reads the ALPN list the same way: a peer sidecar's mutual TLS offers `istio` protocols, an
+//! app's own TLS does not (`crate::tls::accept`).
 
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The largest ClientHello read; one more than this and the connection is routed without SNI.
 const MAX_HELLO: usize = 64 * 1024;
 
 /// What was read from the client.
+#[derive(Debug, Default)]
 pub struct ClientHello {
     /// The name the client asked for, lowercase; `None` when absent or not TLS.
     pub server_name: Option<String>,
+    /// The application protocols the client offered (ALPN), in its order; empty when it
+    /// offered none or the bytes are not a ClientHello.
+    pub alpn: Vec<Vec<u8>>,
+    /// The bytes were a complete ClientHello.
+    pub is_tls: bool,
     /// Every byte read, to be sent to the upstream first.
     pub buffered: Vec<u8>,
 }
 
 /// Reads until the ClientHello is complete (or is clearly not one, or `limit` passes).
-pub async fn read_client_hello(stream: &mut TcpStream, limit: Duration) -> ClientHello {
+pub async fn read_client_hello<R: AsyncRead + Unpin>(stream: &mut R, limit: Duration) -> ClientHello {
     let mut buffered = Vec::with_capacity(1024);
     let read = async {
         let mut chunk = [0u8; 4096];
         loop {
             match parse(&buffered) {
                 Parse::Incomplete if buffered.len() < MAX_HELLO => {}
-                Parse::Done(name) => return name,
+                Parse::Done(fields) => return Some(fields),
                 _ => return None,
             }
             match stream.read(&mut chunk).await {
@@ -36,15 +44,24 @@ pub async fn read_client_hello(stream: &mut TcpStream, limit: Duration) -> Clien
             }
         }
     };
-    let server_name = tokio::time::timeout(limit, read).await.ok().flatten();
-    ClientHello { server_name, buffered }
+    match tokio::time::timeout(limit, read).await.ok().flatten() {
+        Some(Fields { server_name, alpn }) => ClientHello { server_name, alpn, is_tls: true, buffered },
+        None => ClientHello { buffered, ..ClientHello::default() },
+    }
+}
+
+/// What the proxy reads out of a ClientHello.
+#[derive(Debug, Default, PartialEq)]
+struct Fields {
+    server_name: Option<String>,
+    alpn: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, PartialEq)]
 enum Parse {
     Incomplete,
-    /// A complete ClientHello, with its server name if it has one.
-    Done(Option<String>),
+    /// A complete ClientHello (fields it lacks or that are malformed are left empty).
+    Done(Fields),
     NotTls,
 }
 
@@ -71,7 +88,7 @@ fn parse(data: &[u8]) -> Parse {
             }
             let body_len = usize::from(handshake[1]) << 16 | usize::from(handshake[2]) << 8 | usize::from(handshake[3]);
             if handshake.len() >= 4 + body_len {
-                return Parse::Done(server_name(&handshake[4..4 + body_len]));
+                return Parse::Done(fields(&handshake[4..4 + body_len]).unwrap_or_default());
             }
         }
     }
@@ -97,7 +114,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn server_name(body: &[u8]) -> Option<String> {
+/// The extensions of a ClientHello body; `None` when it is malformed.
+fn fields(body: &[u8]) -> Option<Fields> {
     let mut r = Reader(body);
     r.take(2 + 32)?; // legacy version, random
     let session = r.u8()?;
@@ -108,26 +126,48 @@ fn server_name(body: &[u8]) -> Option<String> {
     r.take(compression)?;
     let extensions = r.u16()?;
     let mut ext = Reader(r.take(extensions)?);
+    let mut fields = Fields::default();
     while !ext.0.is_empty() {
         let kind = ext.u16()?;
         let len = ext.u16()?;
         let data = ext.take(len)?;
-        if kind != 0 {
-            continue;
+        match kind {
+            SERVER_NAME => fields.server_name = server_name(data),
+            ALPN => fields.alpn = protocols(data).unwrap_or_default(),
+            _ => {}
         }
-        let mut names = Reader(data);
-        let list = names.u16()?;
-        let mut list = Reader(names.take(list)?);
-        while !list.0.is_empty() {
-            let name_type = list.u8()?;
-            let len = list.u16()?;
-            let name = list.take(len)?;
-            if name_type == 0 {
-                return std::str::from_utf8(name).ok().map(str::to_ascii_lowercase);
-            }
+    }
+    Some(fields)
+}
+
+const SERVER_NAME: usize = 0;
+const ALPN: usize = 16;
+
+fn server_name(data: &[u8]) -> Option<String> {
+    let mut names = Reader(data);
+    let list = names.u16()?;
+    let mut list = Reader(names.take(list)?);
+    while !list.0.is_empty() {
+        let name_type = list.u8()?;
+        let len = list.u16()?;
+        let name = list.take(len)?;
+        if name_type == 0 {
+            return std::str::from_utf8(name).ok().map(str::to_ascii_lowercase);
         }
     }
     None
+}
+
+fn protocols(data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut outer = Reader(data);
+    let list = outer.u16()?;
+    let mut list = Reader(outer.take(list)?);
+    let mut protocols = Vec::new();
+    while !list.0.is_empty() {
+        let len = list.u8()?;
+        protocols.push(list.take(len)?.to_vec());
+    }
+    Some(protocols)
 }
 
 #[cfg(test)]
@@ -136,6 +176,11 @@ pub(crate) mod tests {
 
     /// A minimal ClientHello record for `name` (or without SNI).
     pub(crate) fn client_hello(name: Option<&str>) -> Vec<u8> {
+        client_hello_with_alpn(name, &[])
+    }
+
+    /// A minimal ClientHello record for `name`, offering `alpn`.
+    pub(crate) fn client_hello_with_alpn(name: Option<&str>, alpn: &[&str]) -> Vec<u8> {
         let mut ext = Vec::new();
         if let Some(name) = name {
             let n = name.len() as u16;
@@ -147,6 +192,17 @@ pub(crate) mod tests {
             ext.extend_from_slice(name.as_bytes());
         }
         ext.extend_from_slice(&[0, 43, 0, 3, 2, 3, 4]); // supported_versions, after SNI
+        if !alpn.is_empty() {
+            let mut list = Vec::new();
+            for protocol in alpn {
+                list.push(protocol.len() as u8);
+                list.extend_from_slice(protocol.as_bytes());
+            }
+            ext.extend_from_slice(&[0, 16]);
+            ext.extend_from_slice(&(list.len() as u16 + 2).to_be_bytes());
+            ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+            ext.extend_from_slice(&list);
+        }
         let mut body = vec![3, 3];
         body.extend_from_slice(&[7; 32]);
         body.push(0); // session id
@@ -163,10 +219,22 @@ pub(crate) mod tests {
         record
     }
 
+    fn named(name: Option<&str>) -> Parse {
+        Parse::Done(Fields { server_name: name.map(String::from), alpn: Vec::new() })
+    }
+
     #[test]
     fn finds_the_server_name() {
-        assert_eq!(parse(&client_hello(Some("API.example.com"))), Parse::Done(Some("api.example.com".into())));
-        assert_eq!(parse(&client_hello(None)), Parse::Done(None));
+        assert_eq!(parse(&client_hello(Some("API.example.com"))), named(Some("api.example.com")));
+        assert_eq!(parse(&client_hello(None)), named(None));
+    }
+
+    #[test]
+    fn finds_the_offered_protocols() {
+        let hello = client_hello_with_alpn(Some("a.b"), &["istio-http/1.1", "istio"]);
+        let Parse::Done(fields) = parse(&hello) else { panic!("not parsed") };
+        assert_eq!(fields.server_name.as_deref(), Some("a.b"));
+        assert_eq!(fields.alpn, [b"istio-http/1.1".to_vec(), b"istio".to_vec()]);
     }
 
     #[test]
@@ -187,6 +255,6 @@ pub(crate) mod tests {
             data.extend_from_slice(&(part.len() as u16).to_be_bytes());
             data.extend_from_slice(part);
         }
-        assert_eq!(parse(&data), Parse::Done(Some("split.example".into())));
+        assert_eq!(parse(&data), named(Some("split.example")));
     }
 }

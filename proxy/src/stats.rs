@@ -33,6 +33,10 @@ pub struct Counters {
     /// mirror requests in flight, no endpoint).
     pub mirror_sent: AtomicU64,
     pub mirror_skipped: AtomicU64,
+    /// Connections from peer sidecars terminated in mutual TLS (inbound), and mutual TLS
+    /// handshakes that failed (a peer with no or an untrusted certificate).
+    pub mtls_accepted: AtomicU64,
+    pub mtls_fail: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +52,8 @@ impl Counters {
             "fault_delayed": self.fault_delayed.load(Relaxed),
             "mirror_sent": self.mirror_sent.load(Relaxed),
             "mirror_skipped": self.mirror_skipped.load(Relaxed),
+            "mtls_accepted": self.mtls_accepted.load(Relaxed),
+            "mtls_fail": self.mtls_fail.load(Relaxed),
         })
     }
 }

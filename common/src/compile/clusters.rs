@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::scope::{Scope, namespace_of};
 use super::tables::{Cluster, ClusterEndpoint, ClusterKey, ClusterStatus};
 use super::{CompileDiagnostic, DiagnosticCode};
-use crate::api::networking::destination_rule::DestinationRule;
+use crate::api::networking::destination_rule::{DestinationRule, TlsMode, TrafficPolicy};
 use crate::hosts;
-use crate::registry::{MeshLocation, Protocol, Registry, Resolution};
+use crate::registry::{Endpoint, MeshLocation, Protocol, Registry, Resolution, Service, TLS_MODE_LABEL};
 use crate::validate::{FieldPath, ObjectRef, Severity};
 
 /// Where a route names a destination, for diagnostics.
@@ -202,6 +202,7 @@ impl<'a, 's> ClusterBuilder<'a, 's> {
                         weight: endpoint.weight,
                         locality: endpoint.locality.clone(),
                         service_account: endpoint.service_account.clone(),
+                        mtls_identity: mtls_identity(&policy, service, endpoint, &self.scope.proxy.trust_domain),
                     })
                 })
                 .collect()
@@ -223,6 +224,34 @@ impl<'a, 's> ClusterBuilder<'a, 's> {
     pub fn finish(self) -> (BTreeMap<ClusterKey, Cluster>, Vec<CompileDiagnostic>) {
         (self.clusters, self.diagnostics)
     }
+}
+
+/// Whether the proxy speaks mesh mTLS to `endpoint`, and the identity to expect: Istio's
+/// rules. `tls.mode` of the DestinationRule decides when set (`ISTIO_MUTUAL` yes, anything
+/// else no: `SIMPLE` and `MUTUAL` originate TLS with the user's own certificates, which is
+/// not mesh mTLS); otherwise auto mTLS, for endpoints with a sidecar in a mesh-internal service.
+fn mtls_identity(
+    policy: &Option<TrafficPolicy>,
+    service: &Service,
+    endpoint: &Endpoint,
+    trust_domain: &str,
+) -> Option<String> {
+    let mode = policy.as_ref().and_then(|p| p.tls.as_ref()).and_then(|tls| tls.mode);
+    let mutual = match mode {
+        Some(mode) => mode == TlsMode::IstioMutual,
+        None => {
+            service.location == MeshLocation::MeshInternal
+                && endpoint.labels.get(TLS_MODE_LABEL).is_some_and(|mode| mode == "istio")
+        }
+    };
+    if !mutual {
+        return None;
+    }
+    let namespace = endpoint.workload.as_ref().map_or(service.namespace.as_str(), |w| w.namespace.as_str());
+    Some(match endpoint.service_account.as_str() {
+        "" => String::new(),
+        account => format!("spiffe://{trust_domain}/ns/{namespace}/sa/{account}"),
+    })
 }
 
 fn rule_ref(rule: &DestinationRule) -> ObjectRef {

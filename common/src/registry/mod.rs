@@ -40,6 +40,10 @@ pub enum ServiceOrigin {
     },
 }
 
+/// The label the injector puts on pods that run a sidecar (Istio's name and value `istio`):
+/// auto mTLS speaks mutual TLS to endpoints that carry it.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
 /// Whether a service's endpoints run in the mesh (they have proxies and speak mesh mTLS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -17,7 +17,7 @@ use crate::policy::RoutePolicy;
 use crate::policy::fault::abort_response;
 use crate::policy::retry::Failure;
 use crate::reason::{REASON_HEADER, Reason};
-use crate::route::{ConnContext, LocalReply, Resilience, Target, UpstreamProtocol};
+use crate::route::{ConnContext, Dial, LocalReply, Resilience, Target, UpstreamProtocol};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
@@ -44,7 +44,7 @@ pub async fn forward(
 ) -> Answer {
     let Some(resilience) = resilience else {
         let exchange = Exchange { shared, ctx, target, protocol, resilience: None };
-        return exchange.attempt(req.map(RequestBody::Stream), target.upstream, None).await.answer(&exchange);
+        return exchange.attempt(req.map(RequestBody::Stream), &target.upstream, None).await.answer(&exchange);
     };
     let exchange = Exchange { shared, ctx, target, protocol, resilience: Some(&resilience) };
     let policy = &*resilience.policy;
@@ -59,7 +59,7 @@ pub async fn forward(
             let per_try = policy.retry.per_try_timeout;
             let mut req = req.map(RequestBody::Stream);
             breaker::attach(&mut req, breaker.as_ref());
-            return exchange.attempt(req, target.upstream, per_try).await.answer(&exchange);
+            return exchange.attempt(req, &target.upstream, per_try).await.answer(&exchange);
         }
         let (head, body) = req.into_parts();
         let mut body = if body.is_end_stream() { Recorded::Empty } else { Recorded::Replay(Replayable::new(body)) };
@@ -175,8 +175,8 @@ impl Exchange<'_> {
 
     /// Sends `req` to `upstream` once, within `per_try` if given.
     /// The endpoint counts the attempt as active and learns how it ended (outlier detection).
-    async fn attempt(&self, req: Request<RequestBody>, upstream: SocketAddr, per_try: Option<Duration>) -> Outcome {
-        let watch = self.resilience.and_then(|r| r.cluster.watch(upstream));
+    async fn attempt(&self, req: Request<RequestBody>, upstream: &Dial, per_try: Option<Duration>) -> Outcome {
+        let watch = self.resilience.and_then(|r| r.cluster.watch(upstream.address));
         let send = self.shared.client.forward(req, upstream, self.protocol, &self.shared.drain);
         let result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, send).await {
@@ -218,7 +218,7 @@ impl Exchange<'_> {
     ) -> Answer {
         let retry = &policy.retry;
         let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut upstream = self.target.upstream;
+        let mut upstream = self.target.upstream.clone();
         let mut retries = 0;
         // This request's retry in flight, counted against `maxRetries` until its outcome.
         let mut _retrying = None;
@@ -229,7 +229,7 @@ impl Exchange<'_> {
             };
             let mut req = copy_request(head, attempt_body);
             breaker::attach(&mut req, breaker);
-            let outcome = self.attempt(req, upstream, retry.per_try_timeout).await;
+            let outcome = self.attempt(req, &upstream, retry.per_try_timeout).await;
             let again = retries < retry.retries
                 && match &outcome {
                     Outcome::Response(resp) => retry.retries_response(resp.status(), resp.headers(), &head.method),
@@ -259,10 +259,12 @@ impl Exchange<'_> {
             self.target.cluster.upstream_rq_retry.fetch_add(1, Relaxed);
             tokio::time::sleep(retry.backoff(retries)).await;
             if retry.avoid_tried {
-                tried.push(upstream);
+                tried.push(upstream.address);
             }
-            let previous = upstream;
-            upstream = resilience.cluster.pick_avoiding(resilience.original_dst, &tried).unwrap_or(upstream);
+            let previous = upstream.address;
+            if let Some(next) = resilience.cluster.pick_avoiding(resilience.original_dst, &tried) {
+                upstream = next;
+            }
             tracing::debug!(route = %policy.route, retry = retries, %previous, %upstream, "retrying request");
         }
     }

@@ -9,7 +9,8 @@ use super::{ProxyBody, headers};
 use crate::breaker::{Attached, Breaker, Overflow};
 use crate::drain::Drain;
 use crate::reason::Reason;
-use crate::route::UpstreamProtocol;
+use crate::route::{Dial, UpstreamProtocol};
+use crate::tls::MeshTls;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::CONNECTION, header::HOST};
 use http_body_util::Either;
@@ -36,6 +37,8 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// Connection attempts that take longer fail with 503.
     pub connect_timeout: Duration,
+    /// The proxy's credentials, for endpoints spoken to in mutual TLS.
+    pub tls: Arc<MeshTls>,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +47,7 @@ impl Default for ClientConfig {
             source_v4: None,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            tls: Arc::default(),
         }
     }
 }
@@ -98,7 +102,7 @@ impl ForwardError {
 
 impl HttpClient {
     pub fn new(cfg: &ClientConfig) -> Self {
-        HttpClient { pool: Arc::new(Pool::new(cfg.source_v4, cfg.idle_timeout, cfg.connect_timeout)) }
+        HttpClient { pool: Arc::new(Pool::new(cfg)) }
     }
 
     /// Sends `req` to `upstream` and returns its response. The body streams both ways, trailers
@@ -109,10 +113,11 @@ impl HttpClient {
     pub async fn forward(
         &self,
         mut req: Request<RequestBody>,
-        upstream: SocketAddr,
+        dial: &Dial,
         protocol: UpstreamProtocol,
         drain: &Drain,
     ) -> Result<Response<ProxyBody>, ForwardError> {
+        let upstream = dial.address;
         let breaker = req.extensions_mut().remove::<Attached>().map(|a| a.0);
         let _in_flight = match &breaker {
             Some(b) => Some(b.request().map_err(|source| ForwardError::Overflow { upstream, source })?),
@@ -128,9 +133,9 @@ impl HttpClient {
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         let mut resp = if use_h2 {
-            self.send_h2(req, upstream, breaker.as_ref()).await?
+            self.send_h2(req, dial, breaker.as_ref()).await?
         } else {
-            self.send_h1(req, upstream, breaker.clone()).await?
+            self.send_h1(req, dial, breaker.clone()).await?
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(down) = downstream_upgrade {
@@ -146,9 +151,10 @@ impl HttpClient {
     async fn send_h1(
         &self,
         mut req: Request<RequestBody>,
-        upstream: SocketAddr,
+        dial: &Dial,
         breaker: Option<Arc<Breaker>>,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let upstream = dial.address;
         // HTTP/1.1 carries the name in Host and sends the path alone (origin form).
         if !req.headers().contains_key(HOST) {
             let host = req.uri().authority().ok_or(ForwardError::NoHost)?;
@@ -161,7 +167,7 @@ impl HttpClient {
         }
         *req.version_mut() = Version::HTTP_11;
         let connect_err = |source| pool_error(upstream, source);
-        let mut conn = self.pool.h1(upstream, breaker.as_ref()).await.map_err(connect_err)?;
+        let mut conn = self.pool.h1(dial, breaker.as_ref()).await.map_err(connect_err)?;
         if conn.carries_its_last(breaker.as_ref()) {
             req.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         }
@@ -172,21 +178,22 @@ impl HttpClient {
             Err(mut e) if conn.reused && e.message().is_some() => {
                 let req = e.take_message().expect("checked above");
                 drop(conn);
-                conn = self.pool.new_h1(upstream, breaker.as_ref()).await.map_err(connect_err)?;
+                conn = self.pool.new_h1(dial, breaker.as_ref()).await.map_err(connect_err)?;
                 conn.tx.send_request(req).await.map_err(|source| ForwardError::Request { upstream, source })?
             }
             Err(e) => return Err(ForwardError::Request { upstream, source: e.into_error() }),
         };
-        self.pool.release_when_ready(upstream, conn, breaker);
+        self.pool.release_when_ready(dial, conn, breaker);
         Ok(resp)
     }
 
     async fn send_h2(
         &self,
         mut req: Request<RequestBody>,
-        upstream: SocketAddr,
+        dial: &Dial,
         breaker: Option<&Arc<Breaker>>,
     ) -> Result<Response<Incoming>, ForwardError> {
+        let upstream = dial.address;
         // HTTP/2 carries the name in :authority, taken from Host when the client spoke HTTP/1.1.
         let authority = match req.headers_mut().remove(HOST) {
             Some(host) => Authority::try_from(host.as_bytes()).map_err(|_| ForwardError::NoHost)?,
@@ -199,7 +206,7 @@ impl HttpClient {
         parts.path_and_query = Some(path);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ForwardError::NoHost)?;
         *req.version_mut() = Version::HTTP_2;
-        let mut tx = self.pool.h2(upstream, breaker).await.map_err(|source| pool_error(upstream, source))?;
+        let mut tx = self.pool.h2(dial, breaker).await.map_err(|source| pool_error(upstream, source))?;
         let request_err = |source| ForwardError::Request { upstream, source };
         tx.ready().await.map_err(request_err)?;
         tx.send_request(req).await.map_err(request_err)

@@ -94,7 +94,7 @@ pub fn spawn(cx: &MirrorContext<'_>, mirror: &Mirror, head: &Parts, body: Mirror
                     }
                 },
             };
-            match client.forward(req, upstream, protocol, &drain).await {
+            match client.forward(req, &upstream, protocol, &drain).await {
                 Ok(resp) => {
                     let mut body = resp.into_body();
                     while let Some(Ok(_)) = body.frame().await {}

@@ -12,11 +12,16 @@
 //! slot that idle connection holds. Each new connection takes a slot from the breaker and gives
 //! it back when it closes.
 //!
-//! A connection is keyed by (client, upstream address): the outbound and inbound clients, which
-//! connect from different source addresses, never share connections.
+//! A connection is keyed by (client, upstream address, mutual TLS or not): the outbound and
+//! inbound clients, which connect from different source addresses, never share connections,
+//! and a plaintext connection never carries a request meant for mutual TLS.
 
+use super::client::ClientConfig;
 use super::replay::RequestBody;
 use crate::breaker::{Breaker, ConnSlot, Overflow};
+use crate::route::Dial;
+use crate::tls::MeshTls;
+use crate::tls::connect::UpstreamIo;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::RefCell;
@@ -31,7 +36,7 @@ use tokio::sync::OnceCell;
 /// memory when a burst opened many connections to one upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 32;
 
-type Key = (u64, SocketAddr);
+type Key = (u64, SocketAddr, bool);
 type H2Cell = Arc<OnceCell<H2Conn>>;
 
 struct Idle {
@@ -156,6 +161,7 @@ pub struct Pool {
     source_v4: Option<IpAddr>,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    tls: Arc<MeshTls>,
 }
 
 /// An HTTP/1.1 connection taken from the pool, and whether it had served requests before
@@ -177,24 +183,31 @@ impl H1Conn {
 }
 
 impl Pool {
-    pub fn new(source_v4: Option<IpAddr>, idle_timeout: Duration, connect_timeout: Duration) -> Self {
-        Pool { id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed), source_v4, idle_timeout, connect_timeout }
+    pub fn new(cfg: &ClientConfig) -> Self {
+        Pool {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            source_v4: cfg.source_v4,
+            idle_timeout: cfg.idle_timeout,
+            connect_timeout: cfg.connect_timeout,
+            tls: cfg.tls.clone(),
+        }
+    }
+
+    fn key(&self, dial: &Dial) -> Key {
+        (self.id, dial.address, dial.mtls.is_some())
     }
 
     fn idle_timeout(&self, breaker: &Breaker) -> Duration {
         breaker.limits.idle_timeout.unwrap_or(self.idle_timeout)
     }
 
-    /// Connects within the cluster's `connectTimeout` (else the client's), with the cluster's
-    /// TCP keepalive.
-    async fn connect(
-        &self,
-        upstream: SocketAddr,
-        breaker: Option<&Breaker>,
-    ) -> Result<TokioIo<tokio::net::TcpStream>, PoolError> {
+    /// Connects (and makes the mutual TLS handshake, if any) within the cluster's
+    /// `connectTimeout` (else the client's), with the cluster's TCP keepalive.
+    async fn connect(&self, dial: &Dial, breaker: Option<&Breaker>) -> Result<TokioIo<UpstreamIo>, PoolError> {
         let limit = breaker.and_then(|b| b.limits.connect_timeout).unwrap_or(self.connect_timeout);
         let keepalive = breaker.and_then(|b| b.limits.keepalive.as_ref());
-        match tokio::time::timeout(limit, crate::tcp::connect(upstream, self.source_v4, keepalive)).await {
+        let connect = crate::tls::connect::connect(dial, self.source_v4, keepalive, &self.tls);
+        match tokio::time::timeout(limit, connect).await {
             Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
             Ok(Err(e)) => Err(PoolError::Connect(e)),
             Err(_) => Err(PoolError::ConnectTimeout(limit)),
@@ -203,25 +216,26 @@ impl Pool {
 
     /// An idle HTTP/1.1 connection to `upstream` (from this worker, or from the cluster's
     /// shared pool when it has limits), or a new one.
-    pub async fn h1(&self, upstream: SocketAddr, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
+    pub async fn h1(&self, dial: &Dial, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
         let idle = match breaker {
-            Some(b) => b.conns.take_idle((self.id, upstream), self.idle_timeout(b)),
-            None => self.take_idle(upstream),
+            Some(b) => b.conns.take_idle(self.key(dial), self.idle_timeout(b)),
+            None => self.take_idle(self.key(dial)),
         };
         if let Some(idle) = idle {
             return Ok(H1Conn { tx: idle.tx, reused: true, served: idle.served });
         }
-        self.new_h1(upstream, breaker).await
+        self.new_h1(dial, breaker).await
     }
 
     /// A new HTTP/1.1 connection; with limits, once a connection slot is free (waiting as a
     /// pending request, or failing with [`PoolError::Overflow`]).
-    pub async fn new_h1(&self, upstream: SocketAddr, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
+    pub async fn new_h1(&self, dial: &Dial, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
         let slot = match breaker {
             Some(b) => Some(b.connection(|| b.conns.evict_idle()).await.map_err(PoolError::Overflow)?),
             None => None,
         };
-        let io = self.connect(upstream, breaker.map(|b| &**b)).await?;
+        let io = self.connect(dial, breaker.map(|b| &**b)).await?;
+        let upstream = dial.address;
         let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(PoolError::Handshake)?;
         tokio::spawn(async move {
             let _slot = slot;
@@ -233,10 +247,10 @@ impl Pool {
         Ok(H1Conn { tx, reused: false, served: 0 })
     }
 
-    fn take_idle(&self, upstream: SocketAddr) -> Option<Idle> {
+    fn take_idle(&self, key: Key) -> Option<Idle> {
         let now = Instant::now();
         IDLE_H1.with_borrow_mut(|map| {
-            let list = map.get_mut(&(self.id, upstream))?;
+            let list = map.get_mut(&key)?;
             // Most recently returned first: the one least likely to have been closed by the server.
             while let Some(idle) = list.pop() {
                 if idle.tx.is_ready() && now.duration_since(idle.since) < self.idle_timeout {
@@ -250,8 +264,9 @@ impl Pool {
     /// Returns `conn` (which has just carried one more request) to the pool once its response
     /// has been read to the end. A connection that closes or is upgraded instead never becomes
     /// ready and is dropped.
-    pub fn release_when_ready(self: &Arc<Self>, upstream: SocketAddr, conn: H1Conn, breaker: Option<Arc<Breaker>>) {
+    pub fn release_when_ready(self: &Arc<Self>, dial: &Dial, conn: H1Conn, breaker: Option<Arc<Breaker>>) {
         let pool = self.clone();
+        let key = self.key(dial);
         let H1Conn { mut tx, served, .. } = conn;
         tokio::spawn(async move {
             if tx.ready().await.is_err() {
@@ -259,9 +274,9 @@ impl Pool {
             }
             let idle = Idle { tx, since: Instant::now(), served: served + 1 };
             match breaker {
-                Some(breaker) => pool.release_shared(&breaker, upstream, idle),
+                Some(breaker) => pool.release_shared(&breaker, key, idle),
                 None => IDLE_H1.with_borrow_mut(|map| {
-                    let list = map.entry((pool.id, upstream)).or_default();
+                    let list = map.entry(key).or_default();
                     list.retain(|idle| !idle.tx.is_closed());
                     if list.len() < MAX_IDLE_PER_UPSTREAM {
                         list.push(idle);
@@ -273,11 +288,10 @@ impl Pool {
 
     /// Pools a connection of a cluster with limits, or closes it (dropping `idle`) when it has
     /// carried `maxRequestsPerConnection` or a request waits for its slot.
-    fn release_shared(&self, breaker: &Arc<Breaker>, upstream: SocketAddr, idle: Idle) {
+    fn release_shared(&self, breaker: &Arc<Breaker>, key: Key, idle: Idle) {
         if breaker.limits.retires_after(idle.served) || breaker.has_waiters() {
             return;
         }
-        let key = (self.id, upstream);
         breaker.conns.put_idle(key, idle);
         // A request may have started waiting after the check above and before the push.
         if breaker.has_waiters() {
@@ -300,13 +314,13 @@ impl Pool {
     /// each opening a connection; with limits they count as pending while they wait.
     pub async fn h2(
         &self,
-        upstream: SocketAddr,
+        dial: &Dial,
         breaker: Option<&Arc<Breaker>>,
     ) -> Result<http2::SendRequest<RequestBody>, PoolError> {
-        let key = (self.id, upstream);
+        let key = self.key(dial);
         let Some(breaker) = breaker else {
             let cell = H2.with_borrow_mut(|map| fresh_h2_cell(map.entry(key).or_default()).clone());
-            let conn = cell.get_or_try_init(|| self.new_h2(upstream, None, None)).await?;
+            let conn = cell.get_or_try_init(|| self.new_h2(dial, None, None)).await?;
             return Ok(conn.tx.clone());
         };
         let cell = breaker.conns.h2_cell(key);
@@ -322,7 +336,7 @@ impl Pool {
                             breaker.wait_connection().await.map_err(PoolError::Overflow)?
                         }
                     };
-                    self.new_h2(upstream, Some(breaker), Some(slot)).await
+                    self.new_h2(dial, Some(breaker), Some(slot)).await
                 };
                 cell.get_or_try_init(init).await?.clone()
             }
@@ -338,11 +352,12 @@ impl Pool {
 
     async fn new_h2(
         &self,
-        upstream: SocketAddr,
+        dial: &Dial,
         breaker: Option<&Breaker>,
         slot: Option<ConnSlot>,
     ) -> Result<H2Conn, PoolError> {
-        let io = self.connect(upstream, breaker).await?;
+        let io = self.connect(dial, breaker).await?;
+        let upstream = dial.address;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)

@@ -7,6 +7,7 @@
 //! ejection nor loses count of requests in flight.
 
 use crate::outlier::{EndpointHealth, Millis};
+use crate::route::Dial;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +16,8 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// Relative share of traffic (at least 1), where the balancer honours weights.
     pub weight: u32,
+    /// The SPIFFE ID its mutual TLS must prove, when the proxy speaks mTLS to it.
+    pub mtls: Option<Arc<str>>,
     pub state: Arc<EndpointState>,
 }
 
@@ -30,7 +33,17 @@ pub struct EndpointState {
 impl Endpoint {
     /// An endpoint with `state` carried over from a previous config, or fresh.
     pub fn new(address: SocketAddr, weight: u32, state: Option<Arc<EndpointState>>) -> Self {
-        Endpoint { address, weight: weight.max(1), state: state.unwrap_or_default() }
+        Endpoint { address, weight: weight.max(1), mtls: None, state: state.unwrap_or_default() }
+    }
+
+    /// The endpoint spoken to with mutual TLS, proving `identity`.
+    pub fn with_mtls(self, identity: Option<Arc<str>>) -> Self {
+        Endpoint { mtls: identity, ..self }
+    }
+
+    /// How to connect to it.
+    pub fn dial(&self) -> Dial {
+        Dial { address: self.address, mtls: self.mtls.clone() }
     }
 
     pub fn active_requests(&self) -> u64 {

@@ -8,7 +8,9 @@ use crate::balance::PickContext;
 use crate::config::Snapshot;
 use crate::http::header_ops::HeaderOps;
 use crate::reason::Reason;
-use crate::route::{ConnContext, HttpRoute, LocalReply, Resilience, Target, UpstreamProtocol, passthrough_cluster};
+use crate::route::{
+    ConnContext, Dial, HttpRoute, LocalReply, Resilience, Target, UpstreamProtocol, passthrough_cluster,
+};
 use bytes::Bytes;
 use common::api::HeaderOperations;
 use common::api::networking::virtual_service::{HttpRedirect, HttpRewrite, RedirectPortSelection};
@@ -120,7 +122,7 @@ pub fn route(snapshot: &Snapshot, ctx: &ConnContext, head: &mut Parts) -> HttpRo
                 None => dest.response_ops.clone(),
             };
             HttpRoute::Forward {
-                target: Target { upstream: picked.address, cluster: dest.upstream.stats.clone() },
+                target: Target { upstream: picked.dial, cluster: dest.upstream.stats.clone() },
                 protocol: dest.upstream.protocol,
                 response_headers,
                 resilience: Some(Resilience {
@@ -202,7 +204,7 @@ fn unknown_destination(snapshot: &Snapshot, ctx: &ConnContext, authority: &str, 
     }
     match policy.mode {
         OutboundMode::AllowAny => HttpRoute::Forward {
-            target: Target { upstream: ctx.original_dst, cluster: passthrough_cluster(ctx.direction) },
+            target: Target { upstream: Dial::plain(ctx.original_dst), cluster: passthrough_cluster(ctx.direction) },
             protocol: UpstreamProtocol::SameAsDownstream,
             response_headers: None,
             resilience: None,

@@ -18,7 +18,7 @@ use crate::balance::PickContext;
 use crate::config::{ConfigStore, Snapshot};
 use crate::reason::Reason;
 use crate::route::{
-    ConnContext, ConnRoute, ConnectionRouter, Direction, HttpPassthrough, HttpRouter, Refusal, SniRouter, Target,
+    ConnContext, ConnRoute, ConnectionRouter, Dial, Direction, HttpPassthrough, HttpRouter, Refusal, SniRouter, Target,
     passthrough_cluster,
 };
 use common::compile::{OutboundMode, VirtualHost};
@@ -73,9 +73,10 @@ impl MeshRouter {
         let inbound = &snapshot.compiled.tables.inbound;
         match inbound.ports.iter().find(|p| p.port == port) {
             Some(p) if p.protocol.is_http() => ConnRoute::Http(self.inbound_http.clone()),
-            _ => {
-                ConnRoute::Tcp(Target { upstream: ctx.original_dst, cluster: passthrough_cluster(Direction::Inbound) })
-            }
+            _ => ConnRoute::Tcp(Target {
+                upstream: Dial::plain(ctx.original_dst),
+                cluster: passthrough_cluster(Direction::Inbound),
+            }),
         }
     }
 }
@@ -158,7 +159,7 @@ fn tcp_route(snapshot: &Snapshot, host: &VirtualHost, ctx: &ConnContext, sni: Op
     }
     let pick = PickContext { original_dst: Some(ctx.original_dst), source: Some(ctx.peer.ip()), ..Default::default() };
     match dest.upstream.choose(&pick) {
-        Some(picked) => ConnRoute::Tcp(Target { upstream: picked.address, cluster: dest.upstream.stats.clone() }),
+        Some(picked) => ConnRoute::Tcp(Target { upstream: picked.dial, cluster: dest.upstream.stats.clone() }),
         None => refuse(Reason::NoHealthyUpstream, format!("{} has no endpoint", dest.upstream.key)),
     }
 }
@@ -166,9 +167,10 @@ fn tcp_route(snapshot: &Snapshot, host: &VirtualHost, ctx: &ConnContext, sni: Op
 fn unknown_destination(snapshot: &Snapshot, ctx: &ConnContext) -> ConnRoute {
     let policy = &snapshot.compiled.tables.outbound_policy;
     match policy.mode {
-        OutboundMode::AllowAny => {
-            ConnRoute::Tcp(Target { upstream: ctx.original_dst, cluster: passthrough_cluster(ctx.direction) })
-        }
+        OutboundMode::AllowAny => ConnRoute::Tcp(Target {
+            upstream: Dial::plain(ctx.original_dst),
+            cluster: passthrough_cluster(ctx.direction),
+        }),
         OutboundMode::RegistryOnly => ConnRoute::Reject(Refusal {
             reason: Reason::RegistryOnly,
             detail: format!(

@@ -11,7 +11,7 @@ use crate::http::ProxyBody;
 use crate::http::client::ForwardError;
 use crate::outlier::{self, Millis, Outcome, OutlierPolicy, Trip};
 use crate::reason::Reason;
-use crate::route::UpstreamProtocol;
+use crate::route::{Dial, UpstreamProtocol};
 use crate::stats::ClusterStats;
 use common::compile::{Cluster, ClusterKey};
 use common::registry::{EndpointAddress, Protocol, Resolution};
@@ -43,7 +43,7 @@ pub struct Upstream {
 /// hash made its key up.
 #[derive(Debug)]
 pub struct Picked {
-    pub address: SocketAddr,
+    pub dial: Dial,
     pub set_cookie: Option<HeaderValue>,
 }
 
@@ -55,12 +55,12 @@ impl Upstream {
             .endpoints
             .iter()
             .filter_map(|e| match e.address {
-                EndpointAddress::Ip(ip) => Some((SocketAddr::new(ip, e.port), e.weight)),
+                EndpointAddress::Ip(ip) => Some((SocketAddr::new(ip, e.port), e)),
                 EndpointAddress::Hostname(_) => None,
             })
-            .map(|(address, weight)| {
+            .map(|(address, e)| {
                 let state = previous.and_then(|p| p.endpoint(address)).map(|e| e.state.clone());
-                Arc::new(Endpoint::new(address, weight, state))
+                Arc::new(Endpoint::new(address, e.weight, state).with_mtls(e.mtls_identity.as_deref().map(Arc::from)))
             })
             .collect();
         let by_address = endpoints.iter().enumerate().map(|(i, e)| (e.address, i)).collect();
@@ -104,7 +104,7 @@ impl Upstream {
     /// cluster or PASSTHROUGH balancing, the address the client dialled.
     pub fn choose(&self, ctx: &PickContext<'_>) -> Option<Picked> {
         if self.passthrough || self.balancer.algorithm() == crate::balance::Algorithm::Passthrough {
-            return ctx.original_dst.map(|address| Picked { address, set_cookie: None });
+            return ctx.original_dst.map(|address| Picked { dial: Dial::plain(address), set_cookie: None });
         }
         let eligible = Eligible::new(&self.endpoints, ctx.tried, self.outlier.as_ref());
         let choice = self.balancer.pick(ctx, &eligible);
@@ -112,19 +112,19 @@ impl Upstream {
         if endpoint.state.health.maybe_ejected() {
             self.take_back(endpoint);
         }
-        Some(Picked { address: endpoint.address, set_cookie: choice.set_cookie })
+        Some(Picked { dial: endpoint.dial(), set_cookie: choice.set_cookie })
     }
 
     /// An endpoint without request context (TCP, mirrors).
-    pub fn pick(&self, original_dst: Option<SocketAddr>) -> Option<SocketAddr> {
-        self.choose(&PickContext { original_dst, ..Default::default() }).map(|p| p.address)
+    pub fn pick(&self, original_dst: Option<SocketAddr>) -> Option<Dial> {
+        self.choose(&PickContext { original_dst, ..Default::default() }).map(|p| p.dial)
     }
 
     /// As [`Upstream::pick`], skipping endpoints in `tried` while another is left: a retry
     /// goes elsewhere when it can (Envoy's previous-hosts predicate), and back to a tried
     /// endpoint only when every endpoint has been tried.
-    pub fn pick_avoiding(&self, original_dst: Option<SocketAddr>, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        self.choose(&PickContext { original_dst, tried, ..Default::default() }).map(|p| p.address)
+    pub fn pick_avoiding(&self, original_dst: Option<SocketAddr>, tried: &[SocketAddr]) -> Option<Dial> {
+        self.choose(&PickContext { original_dst, tried, ..Default::default() }).map(|p| p.dial)
     }
 
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {

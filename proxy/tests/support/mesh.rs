@@ -11,6 +11,7 @@ use mesh_proxy::config::{ConfigSource, ConfigStore};
 use mesh_proxy::listener::OriginalDst;
 use mesh_proxy::proxy::{Listeners, Proxy, ProxyConfig};
 use mesh_proxy::routing::MeshRouter;
+use mesh_proxy::tls::MeshTls;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,16 @@ pub fn start_mesh(yaml: &str, labels: &[(&str, &str)], original_dst: Option<Sock
 
 /// As [`start_mesh`], for the pod `identity` describes.
 pub fn start_mesh_as(yaml: &str, identity: IdentitySettings, original_dst: Option<SocketAddr>) -> Mesh {
+    start_mesh_with_tls(yaml, identity, original_dst, Arc::default())
+}
+
+/// As [`start_mesh_as`], with `tls` as the proxy's workload certificate.
+pub fn start_mesh_with_tls(
+    yaml: &str,
+    identity: IdentitySettings,
+    original_dst: Option<SocketAddr>,
+    tls: Arc<MeshTls>,
+) -> Mesh {
     let n = FILES.fetch_add(1, Ordering::SeqCst);
     let file = std::env::temp_dir().join(format!("mesh-config-{}-{n}.yaml", std::process::id()));
     write_config(&file, yaml);
@@ -72,6 +83,7 @@ pub fn start_mesh_as(yaml: &str, identity: IdentitySettings, original_dst: Optio
         readiness: loopback(),
         drain_period: Duration::from_secs(5),
         original_dst: original_dst.map_or(OriginalDst::Kernel, OriginalDst::Fixed),
+        tls,
         ..ProxyConfig::default()
     };
     let listeners = Listeners::bind(&cfg).unwrap();

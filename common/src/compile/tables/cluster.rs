@@ -111,4 +111,11 @@ pub struct ClusterEndpoint {
     /// The identity to expect in mTLS (service account); empty when unknown.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_account: String,
+    /// `Some` when the proxy speaks mesh mutual TLS to this endpoint: the SPIFFE identity its
+    /// certificate must carry (empty: any identity of the trust domain). Set by the
+    /// DestinationRule's `tls.mode: ISTIO_MUTUAL`, or, when the rule says nothing, by auto
+    /// mTLS: the endpoint's pod runs a sidecar (label `security.istio.io/tlsMode: istio`) and
+    /// the service is in the mesh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls_identity: Option<String>,
 }

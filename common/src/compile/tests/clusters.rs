@@ -162,3 +162,37 @@ fn a_destination_port_the_service_lacks_is_reported() {
     assert_eq!(reported[0].diagnostic.field.as_str(), "spec.http[0].route[0].destination.port");
     assert!(reported[0].diagnostic.message.contains("one of: 9000, 9001"), "{}", reported[0].diagnostic.message);
 }
+
+#[test]
+fn mutual_tls_goes_to_endpoints_with_a_sidecar_unless_the_rule_sets_tls() {
+    // reviews-v1 runs a sidecar (the injector's label); reviews-v2 does not.
+    let registry = fixture!("registry.yaml").replace(
+        "labels: {app: reviews, version: v1}",
+        "labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio}",
+    );
+    let compile_with = |rule: &str| {
+        let resources = resources(&[rule, fixture!("reviews-80-20.yaml")]);
+        let registry = registry_from(&registry, &resources);
+        compile(&resources, &registry, &proxy(&registry, "default", "productpage-v1"))
+    };
+    let identity = |compiled: &Compiled, subset: &str| {
+        cluster(&compiled.tables, REVIEWS, subset, 9080).endpoints[0].mtls_identity.clone()
+    };
+    let reviews = Some("spiffe://cluster.local/ns/default/sa/bookinfo-reviews".to_string());
+
+    let auto = compile_with(fixture!("reviews-subsets.yaml"));
+    assert_eq!(identity(&auto, "v1"), reviews, "auto mTLS: the pod has a sidecar");
+    assert_eq!(identity(&auto, "v2"), None, "no sidecar, no mTLS");
+
+    let with_mode = |mode: &str| {
+        let rule = fixture!("reviews-subsets.yaml")
+            .replace("  subsets:", &format!("  trafficPolicy: {{tls: {{mode: {mode}}}}}\n  subsets:"));
+        compile_with(&rule)
+    };
+    let mutual = with_mode("ISTIO_MUTUAL");
+    assert_eq!((identity(&mutual, "v1"), identity(&mutual, "v2")), (reviews.clone(), reviews));
+    let disabled = with_mode("DISABLE");
+    assert_eq!(identity(&disabled, "v1"), None, "the rule turns mTLS off");
+    let simple = with_mode("SIMPLE");
+    assert_eq!(identity(&simple, "v1"), None, "TLS with the user's own certificates is not mesh mTLS");
+}

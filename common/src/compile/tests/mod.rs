@@ -30,8 +30,13 @@ pub const RATINGS: &str = "ratings.default.svc.cluster.local";
 
 /// The Bookinfo registry, with `extra` Istio resources (ServiceEntries) merged in.
 pub fn registry_with(extra: &[Resource]) -> Registry {
+    registry_from(fixture!("registry.yaml"), extra)
+}
+
+/// The registry of the Services and Pods in `yaml`, with `extra` merged in.
+pub fn registry_from(yaml: &str, extra: &[Resource]) -> Registry {
     let mut builder = Registry::builder("cluster.local");
-    for document in serde_yaml::Deserializer::from_str(fixture!("registry.yaml")) {
+    for document in serde_yaml::Deserializer::from_str(yaml) {
         let value: serde_json::Value = serde::Deserialize::deserialize(document).expect("registry fixture is YAML");
         match value["kind"].as_str() {
             Some("Service") => builder = builder.service(serde_json::from_value::<KubeService>(value).unwrap()),
