@@ -1,10 +1,12 @@
 //! `mesh-bench`: the data path's benchmarks (MESH.md, "Performance is a feature").
 //!
 //! `mesh-bench compare` starts a backend, then measures each path to it in turn (direct, one
-//! and two mesh sidecars, one and two nginx reverse proxies) at saturation and at a fixed
-//! rate, and prints a table with the ratios. `backend` and `load` are its parts, runnable alone.
+//! and two mesh sidecars, in plaintext and in mutual TLS, one and two nginx reverse proxies) at
+//! saturation and at a fixed rate, and prints a table with the ratios. `backend` and `load`
+//! are its parts, runnable alone.
 
 mod backend;
+mod certs;
 mod compare;
 mod load;
 mod mesh;
@@ -38,8 +40,8 @@ enum Cmd {
         /// The nginx binary (Debian's `nginx` package).
         #[arg(long, default_value = "/usr/sbin/nginx")]
         nginx: PathBuf,
-        /// Paths to measure: direct, mesh1, mesh2, nginx1, nginx2.
-        #[arg(long, value_delimiter = ',', default_value = "direct,mesh1,mesh2,nginx1,nginx2")]
+        /// Paths to measure: direct, mesh1, mesh2, mesh2-mtls, nginx1, nginx2.
+        #[arg(long, value_delimiter = ',', default_value = "direct,mesh1,mesh2,mesh2-mtls,nginx1,nginx2")]
         routes: Vec<String>,
         /// Keep-alive connections of the load generator.
         #[arg(long, default_value_t = 16)]
@@ -100,9 +102,10 @@ fn parse_route(name: &str) -> anyhow::Result<Route> {
         "direct" => Route::Direct,
         "mesh1" => Route::Mesh(1),
         "mesh2" => Route::Mesh(2),
+        "mesh2-mtls" => Route::MeshMtls,
         "nginx1" => Route::Nginx(1),
         "nginx2" => Route::Nginx(2),
-        other => bail!("unknown path `{other}`: use direct, mesh1, mesh2, nginx1 or nginx2"),
+        other => bail!("unknown path `{other}`: use direct, mesh1, mesh2, mesh2-mtls, nginx1 or nginx2"),
     })
 }
 

@@ -23,7 +23,28 @@ pub struct Ports {
 
 /// The Service with one endpoint, `127.0.0.1:<endpoint_port>`. The client sidecar is given
 /// the next hop's port; the server sidecar, whose workload is that endpoint, the app's port.
-pub fn config(endpoint_port: u16) -> String {
+/// With `sidecar`, the endpoint is a Pod carrying the injector's label, so the client's
+/// sidecar speaks mutual TLS to it (auto mTLS).
+pub fn config(endpoint_port: u16, sidecar: bool) -> String {
+    let mut config = endpoints(endpoint_port);
+    if sidecar {
+        config = config.replace(
+            "addresses: [{ip: 127.0.0.1}]",
+            "addresses: [{ip: 127.0.0.1, targetRef: {kind: Pod, name: backend-0}}]",
+        );
+        config.push_str(
+            "---
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-0, namespace: default, labels: {app: backend, security.istio.io/tlsMode: istio}}
+status: {podIP: 127.0.0.1}
+",
+        );
+    }
+    config
+}
+
+fn endpoints(endpoint_port: u16) -> String {
     format!(
         "apiVersion: v1
 kind: Service

@@ -14,6 +14,9 @@ pub enum Route {
     Direct,
     /// Through `n` mesh sidecars: the client's outbound side, then the server's inbound side.
     Mesh(u8),
+    /// Through two sidecars that speak mutual TLS to each other, as they do in the mesh: the
+    /// server's pod carries the injector's label, and each sidecar has a workload certificate.
+    MeshMtls,
     /// Through `n` nginx reverse proxies in a chain.
     Nginx(u8),
 }
@@ -24,6 +27,7 @@ impl fmt::Display for Route {
             Route::Direct => write!(f, "direct"),
             Route::Mesh(1) => write!(f, "1 sidecar"),
             Route::Mesh(n) => write!(f, "{n} sidecars"),
+            Route::MeshMtls => write!(f, "2 sidecars mTLS"),
             Route::Nginx(1) => write!(f, "1 nginx"),
             Route::Nginx(n) => write!(f, "{n} nginx"),
         }
@@ -84,27 +88,33 @@ impl Launch {
     pub fn start(&self, route: Route, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
         match route {
             Route::Direct => Ok(RunningRoute { entry: backend, proxies: Vec::new() }),
-            Route::Mesh(hops) => self.start_mesh(hops, backend),
+            Route::Mesh(hops) => self.start_mesh(hops, false, backend),
+            Route::MeshMtls => self.start_mesh(2, true, backend),
             Route::Nginx(hops) => self.start_nginx(hops, backend),
         }
     }
 
     /// One sidecar: the client's, routing the Service's ClusterIP to the backend. Two: the
-    /// client's routes to the server's inbound listener, which hands the request to the app.
-    fn start_mesh(&self, hops: u8, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
+    /// client's routes to the server's inbound listener, which hands the request to the app;
+    /// with `mtls`, the two sidecars have certificates and the server's pod the sidecar label,
+    /// so the client's sidecar speaks mutual TLS to the server's.
+    fn start_mesh(&self, hops: u8, mtls: bool, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
+        let tls_dir = if mtls { Some(crate::certs::write_workload_certs(&self.work_dir)?) } else { None };
+        let tls_dir = tls_dir.as_deref();
         let mut proxies = Vec::new();
         let mut next_hop = backend;
         if hops == 2 {
             let ports = self.mesh_ports()?;
-            let config = crate::mesh::config(backend.port());
-            proxies.push(self.spawn_proxy("server", &ports, &config, "127.0.0.1", backend)?);
+            let config = crate::mesh::config(backend.port(), false);
+            proxies.push(self.spawn_proxy("server", &ports, &config, "127.0.0.1", backend, tls_dir)?);
             next_hop = loopback(ports.inbound);
-        } else if hops != 1 {
-            bail!("mesh paths have one or two sidecars, not {hops}");
+        } else if hops != 1 || mtls {
+            bail!("mesh paths have one or two sidecars (mutual TLS takes two), not {hops}");
         }
         let ports = self.mesh_ports()?;
-        let config = crate::mesh::config(next_hop.port());
-        proxies.push(self.spawn_proxy("client", &ports, &config, "127.0.0.2", crate::mesh::SERVICE_ADDRESS)?);
+        let config = crate::mesh::config(next_hop.port(), mtls);
+        let service = crate::mesh::SERVICE_ADDRESS;
+        proxies.push(self.spawn_proxy("client", &ports, &config, "127.0.0.2", service, tls_dir)?);
         Ok(RunningRoute { entry: loopback(ports.outbound), proxies })
     }
 
@@ -124,6 +134,7 @@ impl Launch {
         config: &str,
         instance_ip: &str,
         fixed_upstream: SocketAddr,
+        tls_dir: Option<&Path>,
     ) -> anyhow::Result<Process> {
         let config_path = self.work_dir.join(format!("mesh-{name}.yaml"));
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
@@ -136,6 +147,7 @@ impl Launch {
             .arg(&config_path)
             .args(["--pod-name", &format!("bench-{name}"), "--pod-namespace", "default"])
             .args(["--instance-ips", instance_ip])
+            .args(tls_dir.map(|dir| [std::ffi::OsStr::new("--tls-dir"), dir.as_os_str()]).into_iter().flatten())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
         let child = command.spawn().with_context(|| format!("starting {}", self.proxy_binary.display()))?;
