@@ -5,12 +5,16 @@
 //! A's app dials the reviews ClusterIP with no knowledge of the proxy; the request is captured
 //! by A's proxy, routed by Istio's request-routing YAML, and arrives at B's app through B's
 //! inbound capture (so from 127.0.0.6). Needs root, `ip` and `iptables`; skips otherwise.
+//! The same run with workload certificates and the injector's sidecar label on the pods has
+//! the two sidecars speak mutual TLS to each other, on the captured connection.
 
 mod support;
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::Child;
+use support::certs::TestCa;
 use support::netns::{self, Inside, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mesh-proxy");
@@ -50,27 +54,27 @@ fn app(ns: &Netns, addr: &str, name: &'static str) {
     });
 }
 
-fn sidecar(ns: &Netns, config: &str, pod: &str, ips: &str) -> Child {
+fn sidecar(ns: &Netns, config: &str, pod: &str, ips: &str, tls_dir: Option<&Path>) -> Child {
     ns.exec(&[BIN, "init"]).unwrap();
-    let child = ns
-        .as_proxy_uid(&[
-            BIN,
-            "run",
-            "--concurrency",
-            "1",
-            "--config-file",
-            config,
-            "--pod-name",
-            pod,
-            "--pod-namespace",
-            "default",
-            "--instance-ips",
-            ips,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut args = vec![
+        BIN,
+        "run",
+        "--concurrency",
+        "1",
+        "--config-file",
+        config,
+        "--pod-name",
+        pod,
+        "--pod-namespace",
+        "default",
+        "--instance-ips",
+        ips,
+    ];
+    if let Some(dir) = tls_dir {
+        args.extend(["--tls-dir", dir.to_str().unwrap()]);
+    }
+    let child =
+        ns.as_proxy_uid(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let child = Child(child);
     let deadline = Instant::now() + LIMIT;
     while !http(ns, "127.0.0.1:15021", "/healthz/ready", "x", "").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
@@ -114,24 +118,49 @@ status: {podIP: 10.10.0.1}
 
 #[test]
 fn app_calling_a_service_ip_is_routed_through_both_sidecars() {
-    if netns::skip_unless_available() {
-        return;
+    let inbound = route_through_both_sidecars("r", CONFIG, false);
+    if let Some(inbound) = inbound {
+        assert_eq!(inbound["mtls_accepted"], 0, "no certificates: plaintext between the sidecars");
     }
-    let a = Netns::new("ra").unwrap();
-    let b = Netns::new("rb").unwrap();
+}
+
+#[test]
+fn sidecars_with_certificates_speak_mutual_tls_on_the_captured_connection() {
+    let config = CONFIG.replace("labels: {app: reviews,", "labels: {security.istio.io/tlsMode: istio, app: reviews,");
+    if let Some(inbound) = route_through_both_sidecars("m", &config, true) {
+        assert!(inbound["mtls_accepted"].as_u64().unwrap() > 0, "B's inbound terminated mTLS: {inbound}");
+        assert_eq!(inbound["mtls_fail"], 0);
+    }
+}
+
+/// Pods A and B in namespaces `{prefix}a` and `{prefix}b`, routed by `config` and Istio's
+/// request-routing YAML; with `mtls`, each sidecar has a workload certificate of one mesh.
+/// Returns B's inbound counters (`None` when network namespaces are not available here).
+fn route_through_both_sidecars(prefix: &str, config: &str, mtls: bool) -> Option<serde_json::Value> {
+    if netns::skip_unless_available() {
+        return None;
+    }
+    let a = Netns::new(&format!("{prefix}a")).unwrap();
+    let b = Netns::new(&format!("{prefix}b")).unwrap();
     netns::link(&a, &["10.10.0.1/16"], &b, &["10.10.0.2/16", "10.10.1.2/16"]).unwrap();
     // The ClusterIP range is routed towards the peer, as a node would; nothing listens there.
     a.exec(&["ip", "route", "add", "10.96.0.0/16", "via", "10.10.0.2"]).unwrap();
-    let dir = std::env::temp_dir().join(format!("mesh-routing-netns-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("mesh-routing-netns-{prefix}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.yaml");
+    let config_file = dir.join("config.yaml");
     let routing = include_str!("fixtures/istio-request-routing.yaml");
-    std::fs::write(&config, format!("{CONFIG}{routing}")).unwrap();
-    let config = config.to_str().unwrap();
+    std::fs::write(&config_file, format!("{config}{routing}")).unwrap();
+    let config_file = config_file.to_str().unwrap();
+    let certs = dir.join("certs");
+    if mtls {
+        // The pods have no service account: both are `default`, which the client expects.
+        TestCa::new().write_dir(&certs, "default");
+    }
+    let tls_dir = mtls.then_some(certs.as_path());
 
     app(&b, "0.0.0.0:9080", "reviews");
-    let _b_proxy = sidecar(&b, config, "reviews-v1", "10.10.0.2,10.10.1.2");
-    let _a_proxy = sidecar(&a, config, "productpage-v1", "10.10.0.1");
+    let _b_proxy = sidecar(&b, config_file, "reviews-v1", "10.10.0.2,10.10.1.2", tls_dir);
+    let _a_proxy = sidecar(&a, config_file, "productpage-v1", "10.10.0.1", tls_dir);
 
     let body = |response: String| {
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -145,5 +174,8 @@ fn app_calling_a_service_ip_is_routed_through_both_sidecars() {
         let others = http(&a, "10.96.0.50:9080", "/reviews/0", "reviews:9080", "").expect("response");
         assert_eq!(body(others), "reviews at 10.10.0.2 from 127.0.0.6");
     }
+    let stats = body(http(&b, "127.0.0.1:15000", "/stats", "admin", "").expect("B's stats"));
     let _ = std::fs::remove_dir_all(dir);
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats are JSON");
+    Some(stats["inbound"].clone())
 }
