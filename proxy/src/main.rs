@@ -15,6 +15,10 @@ use std::time::Duration;
 const CERTIFICATE_POLL: Duration = Duration::from_secs(5);
 
 fn main() -> std::process::ExitCode {
+    if let Err(error) = mesh_proxy::sys::map_own_code_on_demand() {
+        // Only resident memory is at stake; the proxy works the same.
+        eprintln!("mesh-proxy: paging advice for the executable not taken: {error}");
+    }
     let cli = Cli::parse();
     mesh_proxy::logging::init(cli.log_format);
     let result = match cli.command {
@@ -81,7 +85,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         (None, Some(address)) => Some(StreamSettings::new(address, &args.identity.dns_domain)),
         _ => None,
     };
+    let started = store.clone();
     runtime.block_on(async move {
+        drop(tokio::spawn(release_startup_code(started)));
         if let Some((dir, tls)) = tls_watch {
             drop(tokio::spawn(mesh_proxy::tls::files::watch(dir, tls, CERTIFICATE_POLL)));
         }
@@ -95,4 +101,19 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Connections still open after the drain period are dropped with the runtime.
     runtime.shutdown_background();
     Ok(())
+}
+
+/// Once the first config is in force, start-up is over: the executable's pages that only
+/// start-up ran are given back (`sys::page_out_own_code`), so the sidecar's resident memory is
+/// what its data path uses.
+async fn release_startup_code(store: Option<Arc<ConfigStore>>) {
+    if let Some(store) = store {
+        while store.load().version == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    match mesh_proxy::sys::page_out_own_code() {
+        Ok(mappings) => tracing::debug!(mappings, "start-up code paged out"),
+        Err(error) => tracing::debug!(%error, "start-up code not paged out"),
+    }
 }

@@ -1,8 +1,9 @@
-//! The proxy's only raw system calls: reading a redirected connection's original destination
-//! and moving a thread into a network namespace.
+//! The proxy's only raw system calls: reading a redirected connection's original destination,
+//! moving a thread into a network namespace, and paging advice for its own executable.
 //!
-//! Both need `getsockopt`/`setns` with C structs that no safe std API offers. They are kept in
-//! this one module so the `unsafe` in the proxy can be reviewed in one sitting.
+//! They need `getsockopt`/`setns`/`madvise` with C structs or raw addresses that no safe std
+//! API offers. They are kept in this one module so the `unsafe` in the proxy can be reviewed
+//! in one sitting.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -62,4 +63,52 @@ pub fn enter_netns(ns: &impl AsFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Asks the kernel to map the proxy's executable page by page as code runs (`MADV_RANDOM`),
+/// instead of mapping each page's neighbours along with it ("fault-around", 64 KiB at a time),
+/// so pages the proxy never runs are never part of its resident memory. The cost is a few
+/// thousand more minor page faults while it warms up. Returns how many mappings were advised.
+pub fn map_own_code_on_demand() -> io::Result<usize> {
+    advise_own_code(libc::MADV_RANDOM)
+}
+
+/// Gives back the pages of the proxy's executable that only start-up ran (`MADV_PAGEOUT`):
+/// parsing the command line, YAML and Kubernetes objects, building the first tables. The
+/// kernel unmaps the executable's pages this process alone maps (pages shared with other
+/// processes running the same binary stay), and the data path maps back, page by page, the
+/// code it runs. Without this, code that ran once at start stays resident for the life of the
+/// sidecar; the kernel would reclaim it only under memory pressure.
+pub fn page_out_own_code() -> io::Result<usize> {
+    advise_own_code(libc::MADV_PAGEOUT)
+}
+
+/// Applies `advice` to every read-only mapping of this process's own executable.
+fn advise_own_code(advice: libc::c_int) -> io::Result<usize> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut advised = 0;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [range, perms, _, _, _, path] = fields[..] else { continue };
+        if std::path::Path::new(path) != exe || perms.contains('w') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
+            continue;
+        };
+        // SAFETY: [start, end) is a whole read-only, file-backed mapping of this process's own
+        // executable, page-aligned as /proc/self/maps reports it. MADV_RANDOM and MADV_PAGEOUT
+        // only change how the kernel pages that mapping in and out: its contents and
+        // protection stay, and a page given back is read again from the file on next use, so
+        // no Rust reference into it (code or read-only data) is affected.
+        let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, advice) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        advised += 1;
+    }
+    Ok(advised)
 }

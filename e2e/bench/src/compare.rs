@@ -32,14 +32,17 @@ pub struct RouteResult {
     pub proxy_cpu_ms_per_1000_saturated: f64,
     /// The largest resident memory of the proxies, summed, in MiB (0 direct).
     pub proxy_peak_rss_mib: f64,
+    /// The proxies' private (anonymous) resident memory at the end of the run, summed, in MiB.
+    pub proxy_anon_rss_mib: f64,
 }
 
 fn cpu_seconds(proxies: &[u32]) -> anyhow::Result<f64> {
     proxies.iter().map(|pid| procstat::usage(*pid).map(|u| u.cpu_seconds)).sum()
 }
 
-fn peak_rss_mib(proxies: &[u32]) -> anyhow::Result<f64> {
-    let kib: anyhow::Result<u64> = proxies.iter().map(|pid| procstat::usage(*pid).map(|u| u.peak_rss_kib)).sum();
+/// `field` of the proxies' usage, summed, in MiB.
+fn memory_mib(proxies: &[u32], field: fn(&procstat::Usage) -> u64) -> anyhow::Result<f64> {
+    let kib: anyhow::Result<u64> = proxies.iter().map(|pid| procstat::usage(*pid).map(|u| field(&u))).sum();
     Ok(kib? as f64 / 1024.0)
 }
 
@@ -82,7 +85,8 @@ pub async fn measure(launch: &Launch, plan: &Plan, route: Route, backend: Socket
         route: route.to_string(),
         proxy_cpu_ms_per_1000: per_1000(fixed_cpu, &fixed_rate),
         proxy_cpu_ms_per_1000_saturated: per_1000(saturated_cpu, &saturation),
-        proxy_peak_rss_mib: peak_rss_mib(&pids)?,
+        proxy_peak_rss_mib: memory_mib(&pids, |u| u.peak_rss_kib)?,
+        proxy_anon_rss_mib: memory_mib(&pids, |u| u.anon_rss_kib)?,
         saturation,
         fixed_rate,
     })

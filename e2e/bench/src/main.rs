@@ -58,8 +58,9 @@ enum Cmd {
         /// Worker threads of each proxy (ours: --concurrency; nginx: worker_processes).
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Pin the load generator and backend to CPU 0 and the proxies to the other CPUs, so
-        /// they do not compete for one core (needs `taskset` and two CPUs).
+        /// Place processes as on two nodes: the load generator with the client's sidecar (or
+        /// first nginx) on the first half of the CPUs, the backend with the server's sidecar
+        /// (or second nginx) on the rest (needs `taskset` and two CPUs).
         #[arg(long)]
         pin: bool,
         /// Also write the results as JSON here.
@@ -115,10 +116,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
-/// Pins this process (and the threads and children it starts afterwards) to CPU 0.
-fn pin_self_to_cpu0() -> anyhow::Result<()> {
+/// CPUs `from..to` as a `taskset` list.
+fn cpu_list(from: usize, to: usize) -> String {
+    if to - from == 1 { from.to_string() } else { format!("{from}-{}", to - 1) }
+}
+
+/// Pins this process (and the threads and children it starts afterwards) to `cpus`.
+fn pin_self_to(cpus: &str) -> anyhow::Result<()> {
     let pid = std::process::id().to_string();
-    let status = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid]).output().context("running taskset")?;
+    let status = Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid]).output().context("running taskset")?;
     if !status.status.success() {
         bail!("taskset failed: {}", String::from_utf8_lossy(&status.stderr));
     }
@@ -140,15 +146,22 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compare { proxy, nginx, routes, connections, rate, duration, warmup, workers, pin, json } => {
             let routes = routes.iter().map(|r| parse_route(r)).collect::<anyhow::Result<Vec<_>>>()?;
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let proxy_cpus = if pin && cpus >= 2 {
-                pin_self_to_cpu0()?;
-                Some(format!("1-{}", cpus - 1))
+            let placement = if pin && cpus >= 2 {
+                // Two nodes: the client's on the first half of the CPUs, the server's on the
+                // rest. The load generator (this process) is the client's app.
+                let half = cpus / 2;
+                let placement = paths::Placement {
+                    client: cpu_list(0, half),
+                    server: cpu_list(half, cpus),
+                };
+                pin_self_to(&placement.client)?;
+                Some(placement)
             } else {
                 None
             };
             let work_dir = std::env::temp_dir().join(format!("mesh-bench-{}", std::process::id()));
             std::fs::create_dir_all(&work_dir)?;
-            let launch = Launch { proxy_binary: proxy, nginx_binary: nginx, workers, proxy_cpus, work_dir };
+            let launch = Launch { proxy_binary: proxy, nginx_binary: nginx, workers, placement, work_dir };
             let plan = compare::Plan { routes, connections, rate, warmup, duration };
             let results = runtime()?.block_on(compare_all(&launch, &plan))?;
             print!("{}", report::render(&results, rate, workers));
@@ -174,7 +187,11 @@ fn main() -> anyhow::Result<()> {
 async fn compare_all(launch: &Launch, plan: &compare::Plan) -> anyhow::Result<Vec<compare::RouteResult>> {
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], paths::free_port()?));
     let exe = std::env::current_exe()?;
-    let _backend = Process(Command::new(exe).args(["backend", "--listen", &backend_addr.to_string()]).spawn()?);
+    let mut backend = match &launch.placement {
+        Some(placement) => placement.command(paths::Side::Server, &exe),
+        None => Command::new(exe),
+    };
+    let _backend = Process(backend.args(["backend", "--listen", &backend_addr.to_string()]).spawn()?);
     paths::wait_until_answering(backend_addr, "backend", Duration::from_secs(10)).await?;
     let mut results = Vec::new();
     for &route in &plan.routes {

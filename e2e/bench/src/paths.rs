@@ -41,10 +41,40 @@ pub struct Launch {
     pub nginx_binary: PathBuf,
     /// Worker threads of each proxy: `--concurrency` for ours, `worker_processes` for nginx.
     pub workers: usize,
-    /// CPUs the proxies are pinned to (`taskset -c`), when pinning.
-    pub proxy_cpus: Option<String>,
+    /// Where processes run, when pinning: the CPUs of the client's "node" (the load generator,
+    /// the client's sidecar or first nginx) and of the server's (the backend, the server's
+    /// sidecar or second nginx), as `taskset -c` lists.
+    pub placement: Option<Placement>,
     /// Scratch directory for config files and nginx's prefix.
     pub work_dir: PathBuf,
+}
+
+/// The two "nodes" of a run, as CPU lists: a request crosses from one to the other as it would
+/// between two machines, and the two sidecars of a path never take turns on one core.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub client: String,
+    pub server: String,
+}
+
+/// Which node a process belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Placement {
+    /// Wraps `program` in `taskset` for `side`.
+    pub fn command(&self, side: Side, program: &Path) -> Command {
+        let cpus = match side {
+            Side::Client => &self.client,
+            Side::Server => &self.server,
+        };
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(cpus).arg(program);
+        command
+    }
 }
 
 /// A child process killed when dropped, so a failed run leaves nothing behind.
@@ -73,13 +103,9 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 impl Launch {
-    fn command(&self, program: &Path) -> Command {
-        match &self.proxy_cpus {
-            Some(cpus) => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(cpus).arg(program);
-                command
-            }
+    fn command(&self, side: Side, program: &Path) -> Command {
+        match &self.placement {
+            Some(placement) => placement.command(side, program),
             None => Command::new(program),
         }
     }
@@ -106,7 +132,7 @@ impl Launch {
         if hops == 2 {
             let ports = self.mesh_ports()?;
             let config = crate::mesh::config(backend.port(), false);
-            proxies.push(self.spawn_proxy("server", &ports, &config, "127.0.0.1", backend, tls_dir)?);
+            proxies.push(self.spawn_proxy(Side::Server, &ports, &config, "127.0.0.1", backend, tls_dir)?);
             next_hop = loopback(ports.inbound);
         } else if hops != 1 || mtls {
             bail!("mesh paths have one or two sidecars (mutual TLS takes two), not {hops}");
@@ -114,7 +140,7 @@ impl Launch {
         let ports = self.mesh_ports()?;
         let config = crate::mesh::config(next_hop.port(), mtls);
         let service = crate::mesh::SERVICE_ADDRESS;
-        proxies.push(self.spawn_proxy("client", &ports, &config, "127.0.0.2", service, tls_dir)?);
+        proxies.push(self.spawn_proxy(Side::Client, &ports, &config, "127.0.0.2", service, tls_dir)?);
         Ok(RunningRoute { entry: loopback(ports.outbound), proxies })
     }
 
@@ -129,16 +155,20 @@ impl Launch {
 
     fn spawn_proxy(
         &self,
-        name: &str,
+        side: Side,
         ports: &crate::mesh::Ports,
         config: &str,
         instance_ip: &str,
         fixed_upstream: SocketAddr,
         tls_dir: Option<&Path>,
     ) -> anyhow::Result<Process> {
+        let name = match side {
+            Side::Client => "client",
+            Side::Server => "server",
+        };
         let config_path = self.work_dir.join(format!("mesh-{name}.yaml"));
         std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
-        let mut command = self.command(&self.proxy_binary);
+        let mut command = self.command(side, &self.proxy_binary);
         command
             .args(["--outbound-port", &ports.outbound.to_string(), "--inbound-port", &ports.inbound.to_string()])
             .args(["--admin-port", &ports.admin.to_string(), "--readiness-port", &ports.readiness.to_string()])
@@ -155,7 +185,8 @@ impl Launch {
     }
 
     /// A chain of nginx processes, each a reverse proxy with pooled keep-alive upstream
-    /// connections, the way one would configure nginx for this job.
+    /// connections, the way one would configure nginx for this job: the first on the client's
+    /// node, the second (of two) on the server's, as the sidecars run.
     fn start_nginx(&self, hops: u8, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
         let mut proxies = Vec::new();
         let mut next_hop = backend;
@@ -166,7 +197,8 @@ impl Launch {
             let config = crate::nginx::config(&prefix, listen, next_hop, self.workers);
             let config_path = prefix.join("nginx.conf");
             std::fs::write(&config_path, config)?;
-            let mut command = self.command(&self.nginx_binary);
+            let side = if hop == 0 { Side::Client } else { Side::Server };
+            let mut command = self.command(side, &self.nginx_binary);
             command.arg("-p").arg(&prefix).arg("-c").arg(&config_path).stdout(Stdio::null());
             let child = command.spawn().with_context(|| format!("starting {}", self.nginx_binary.display()))?;
             proxies.push(Process(child));

@@ -13,6 +13,10 @@ pub struct Usage {
     pub rss_kib: u64,
     /// The largest resident memory so far (`VmHWM`), in KiB, summed over the tree.
     pub peak_rss_kib: u64,
+    /// Resident memory of the process's own (anonymous) pages now (`RssAnon`), in KiB: heap,
+    /// stacks. The rest of the resident memory is file pages (the executable and libraries),
+    /// which every process running the same binary shares through the page cache.
+    pub anon_rss_kib: u64,
 }
 
 /// Clock ticks per second of `/proc/*/stat` times; 100 on every Linux this runs on, but asked.
@@ -76,6 +80,7 @@ pub fn usage(root: u32) -> anyhow::Result<Usage> {
         total.cpu_seconds += ticks_used / ticks;
         total.rss_kib += status_kib(pid, "VmRSS:");
         total.peak_rss_kib += status_kib(pid, "VmHWM:");
+        total.anon_rss_kib += status_kib(pid, "RssAnon:");
     }
     Ok(total)
 }

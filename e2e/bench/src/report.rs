@@ -11,13 +11,13 @@ pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| path | saturation req/s | p50 ms @{rate:.0}/s | p99 ms | p99.9 ms | proxy CPU ms / 1000 req | proxy peak RSS MiB | errors |"
+        "| path | saturation req/s | p50 ms @{rate:.0}/s | p99 ms | p99.9 ms | proxy CPU ms / 1000 req | proxy peak RSS MiB | of it anon MiB | errors |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
             r.route,
             r.saturation.requests_per_second,
             r.fixed_rate.p50_ms,
@@ -25,6 +25,7 @@ pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
             r.fixed_rate.p999_ms,
             r.proxy_cpu_ms_per_1000,
             r.proxy_peak_rss_mib,
+            r.proxy_anon_rss_mib,
             r.saturation.errors + r.fixed_rate.errors,
         );
     }
@@ -37,16 +38,20 @@ pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
         let _ = writeln!(out, "- CPU per request at {rate:.0}/s, 1 sidecar / 1 nginx: {cpu:.2}×");
     }
     if let Some(direct) = find("direct") {
-        for name in ["1 sidecar", "2 sidecars", "1 nginx", "2 nginx"] {
+        for name in ["1 sidecar", "2 sidecars", "2 sidecars mTLS", "1 nginx", "2 nginx"] {
             if let Some(r) = find(name) {
                 let added = r.fixed_rate.p99_ms - direct.fixed_rate.p99_ms;
-                let target = if name == "2 sidecars" { " (target ≤ 0.5 ms, with mTLS)" } else { "" };
+                let target = if name == "2 sidecars mTLS" { " (target ≤ 0.5 ms)" } else { "" };
                 let _ = writeln!(out, "- p99 added over direct at {rate:.0}/s, {name}: {added:+.3} ms{target}");
             }
         }
     }
     if let Some(ours) = find("1 sidecar") {
-        let _ = writeln!(out, "- peak resident memory, 1 sidecar: {:.1} MiB (target ≤ 10 MB)", ours.proxy_peak_rss_mib);
+        let _ = writeln!(
+            out,
+            "- peak resident memory, 1 sidecar: {:.1} MiB, {:.1} MiB of it private (target ≤ 10 MB)",
+            ours.proxy_peak_rss_mib, ours.proxy_anon_rss_mib
+        );
     }
     out
 }

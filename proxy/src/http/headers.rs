@@ -21,9 +21,20 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether any header is one of the hop-by-hop names. Most requests and responses carry none:
+/// one pass over their few names spares the hashing of every `remove` below.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        [&CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE, &KEEP_ALIVE, &PROXY_CONNECTION].contains(&name)
+    })
+}
+
 /// Removes hop-by-hop headers in place. With `upgrade`, keeps `Connection: upgrade` and
 /// `Upgrade` so the handshake reaches the upstream. `TE: trailers` survives: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !upgrade && !has_hop_by_hop(headers) {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
