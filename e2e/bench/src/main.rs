@@ -150,10 +150,7 @@ fn main() -> anyhow::Result<()> {
                 // Two nodes: the client's on the first half of the CPUs, the server's on the
                 // rest. The load generator (this process) is the client's app.
                 let half = cpus / 2;
-                let placement = paths::Placement {
-                    client: cpu_list(0, half),
-                    server: cpu_list(half, cpus),
-                };
+                let placement = paths::Placement { client: cpu_list(0, half), server: cpu_list(half, cpus) };
                 pin_self_to(&placement.client)?;
                 Some(placement)
             } else {

@@ -24,9 +24,9 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Whether any header is one of the hop-by-hop names. Most requests and responses carry none:
 /// one pass over their few names spares the hashing of every `remove` below.
 fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers.keys().any(|name| {
-        [&CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE, &KEEP_ALIVE, &PROXY_CONNECTION].contains(&name)
-    })
+    headers
+        .keys()
+        .any(|name| [&CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE, &KEEP_ALIVE, &PROXY_CONNECTION].contains(&name))
 }
 
 /// Removes hop-by-hop headers in place. With `upgrade`, keeps `Connection: upgrade` and
