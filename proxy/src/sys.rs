@@ -78,7 +78,9 @@ pub fn map_own_code_on_demand() -> io::Result<usize> {
 /// kernel unmaps the executable's pages this process alone maps (pages shared with other
 /// processes running the same binary stay), and the data path maps back, page by page, the
 /// code it runs. Without this, code that ran once at start stays resident for the life of the
-/// sidecar; the kernel would reclaim it only under memory pressure.
+/// sidecar; the kernel would reclaim it only under memory pressure. Linux pages out a file's
+/// pages only for a process that owns the file or may write it: `Dockerfile.proxy` installs the
+/// binary owned by the proxy's UID for that reason; elsewhere the advice is a no-op.
 pub fn page_out_own_code() -> io::Result<usize> {
     advise_own_code(libc::MADV_PAGEOUT)
 }

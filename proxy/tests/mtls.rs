@@ -19,9 +19,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use support::certs::{TestCa, spiffe};
 use support::mesh::{get, pod, service, start_mesh_with_tls, upstream};
-use support::{bounded, h1_client, loopback};
+use support::{bounded, h1_client, half_close_server, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const SIDECAR: (&str, &str) = ("security.istio.io/tlsMode", "istio");
 
@@ -133,27 +133,10 @@ async fn plaintext_from_outside_the_mesh_is_still_served() {
     assert_eq!(peer.stats().inbound.mtls_accepted.load(Relaxed), 0);
 }
 
-/// A TCP app that reads to the end, then answers how much it read and closes.
-async fn counting_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                s.read_to_end(&mut buf).await.unwrap();
-                s.write_all(format!("read {}", buf.len()).as_bytes()).await.unwrap();
-                s.shutdown().await.unwrap();
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn tcp_between_sidecars_is_mutual_tls_and_half_close_crosses_it() {
     let ca = TestCa::new();
-    let app = counting_server().await;
+    let app = half_close_server().await;
     let peer = start_peer(app, false, ca.tls("default"));
     let cluster_ip: SocketAddr = "10.96.0.51:5432".parse().unwrap();
     let config =
@@ -165,7 +148,7 @@ async fn tcp_between_sidecars_is_mutual_tls_and_half_close_crosses_it() {
     conn.shutdown().await.unwrap();
     let mut reply = String::new();
     bounded("the reply after half-close", conn.read_to_string(&mut reply)).await.unwrap();
-    assert_eq!(reply, "read 100000");
+    assert_eq!(reply, "got 100000 bytes");
     assert_eq!(peer.stats().inbound.mtls_accepted.load(Relaxed), 1);
 }
 

@@ -3,27 +3,9 @@
 mod support;
 
 use std::time::Duration;
-use support::{bounded, loopback, start_proxy};
+use support::{bounded, half_close_server, loopback, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A server that reads until the client half-closes, then answers and closes: only works if
-/// the proxy carries the half-close through and keeps the other direction open.
-async fn half_close_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind(loopback()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                s.read_to_end(&mut buf).await.unwrap();
-                s.write_all(format!("got {} bytes", buf.len()).as_bytes()).await.unwrap();
-                s.shutdown().await.unwrap();
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test]
 async fn tcp_half_close_is_carried_both_ways() {

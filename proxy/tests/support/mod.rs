@@ -45,6 +45,26 @@ impl Drop for Child {
     }
 }
 
+/// A TCP server that reads until the client half-closes, then answers `got N bytes` and
+/// closes: it only answers if the proxy carries the half-close through and keeps the other
+/// direction open.
+pub async fn half_close_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).await.unwrap();
+                s.write_all(format!("got {} bytes", buf.len()).as_bytes()).await.unwrap();
+                s.shutdown().await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
 /// A proxy on loopback ports whose capture listeners send everything to `upstream`.
 pub fn start_proxy(upstream: SocketAddr, http: bool, drain_period: Duration) -> Proxy {
     let cfg = ProxyConfig {
