@@ -95,7 +95,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: &ListenerShared) {
                 }
                 Err(error) => {
                     counters.mtls_fail.fetch_add(1, Relaxed);
-                    tracing::warn!(peer = %ctx.peer, dst = %ctx.original_dst, %error, "inbound connection refused");
+                    tracing::warn!(peer = %ctx.peer, dst = %ctx.original_dst, %error, "mutual TLS handshake failed: connection closed");
                     return;
                 }
             }

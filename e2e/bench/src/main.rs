@@ -85,6 +85,9 @@ enum Cmd {
         rate: Option<f64>,
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
+        /// Uncounted time before the counted run.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        warmup: Duration,
     },
 }
 
@@ -138,8 +141,8 @@ fn main() -> anyhow::Result<()> {
             backend::serve(listener).await?;
             Ok(())
         }),
-        Cmd::Load { target, host, connections, rate, duration } => runtime()?.block_on(async {
-            let spec = load::LoadSpec { target, host, connections, rate, warmup: Duration::from_secs(1), duration };
+        Cmd::Load { target, host, connections, rate, duration, warmup } => runtime()?.block_on(async {
+            let spec = load::LoadSpec { target, host, connections, rate, warmup, duration };
             println!("{}", serde_json::to_string_pretty(&load::run(&spec).await?)?);
             Ok(())
         }),

@@ -32,7 +32,8 @@ pub struct Accepted {
 }
 
 /// Waits up to `first_bytes` for the client to speak, then terminates mutual TLS if that is
-/// what it speaks. Fails when a peer's handshake fails (bad or untrusted certificate).
+/// what it speaks. Fails only when a peer's handshake fails (no, a bad or an untrusted
+/// certificate).
 pub async fn accept(
     mut stream: TcpStream,
     first_bytes: Duration,
@@ -42,8 +43,8 @@ pub async fn accept(
     let mut first = [0u8; 1];
     match tokio::time::timeout(first_bytes, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {}
-        Ok(Err(error)) => return Err(error),
-        // Plaintext, a silent client, or one that closed at once.
+        // Plaintext, a silent client, or one that closed or reset at once (serving it as
+        // plaintext meets the same end of stream or error on its first read).
         _ => return Ok(plain(stream, Vec::new())),
     }
     let hello = sni::read_client_hello(&mut stream, HELLO_TIMEOUT).await;
