@@ -21,7 +21,7 @@ use support::certs::{TestCa, spiffe};
 use support::mesh::{get, pod, service, start_mesh_with_tls, upstream};
 use support::{bounded, h1_client, half_close_server, loopback};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 const SIDECAR: (&str, &str) = ("security.istio.io/tlsMode", "istio");
 
@@ -179,4 +179,56 @@ async fn a_rotated_certificate_directory_is_picked_up() {
     assert_eq!(tls.current().unwrap().identity, spiffe("second"));
     watch.abort();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first bytes a TLS client sends: a ClientHello without any `istio` protocol, as an app
+/// speaking its own TLS would.
+fn app_client_hello() -> Vec<u8> {
+    use tokio_rustls::rustls::{ClientConfig, ClientConnection, RootCertStore};
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut conn = ClientConnection::new(Arc::new(config), "db.example.com".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[tokio::test]
+async fn an_apps_own_tls_is_passed_to_the_app_untouched() {
+    let ca = TestCa::new();
+    let app = half_close_server().await;
+    let peer = start_peer(app, false, ca.tls("default"));
+    let hello = app_client_hello();
+    let mut conn = TcpStream::connect(peer.addresses().inbound).await.unwrap();
+    conn.write_all(&hello).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut reply = String::new();
+    bounded("the app's answer", conn.read_to_string(&mut reply)).await.unwrap();
+    assert_eq!(reply, format!("got {} bytes", hello.len()), "the ClientHello reached the app whole");
+    assert_eq!(peer.stats().inbound.mtls_accepted.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_server_first_protocol_is_served_not_stalled() {
+    let ca = TestCa::new();
+    // The app speaks first, as a database or SMTP server does, and the client waits for it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 ready\r\n").await;
+            });
+        }
+    });
+    let peer = start_peer(app, false, ca.tls("default"));
+    let mut conn = TcpStream::connect(peer.addresses().inbound).await.unwrap();
+    let mut greeting = [0u8; 11];
+    bounded("the server's greeting", conn.read_exact(&mut greeting)).await.unwrap();
+    assert_eq!(&greeting, b"220 ready\r\n");
 }
