@@ -86,8 +86,17 @@ pub struct RunArgs {
     /// A directory with the workload certificate for mutual TLS with peer sidecars, in the
     /// layout Istio mounts at /etc/certs: cert-chain.pem, key.pem, root-cert.pem. Re-read when
     /// the files change. Without it the proxy speaks plaintext to every peer.
-    #[arg(long, env = "MESH_TLS_DIR", value_name = "DIR")]
+    #[arg(long, env = "MESH_TLS_DIR", value_name = "DIR", conflicts_with = "ca_address")]
     pub tls_dir: Option<PathBuf>,
+    /// Get the workload certificate from the mesh CA at this address
+    /// (`https://mesh-controller.istio-system.svc:15012`, trusting the root in
+    /// $MESH_CA_ROOT_CERT), proving the pod's identity with --ca-token-file; renewed before it
+    /// expires. Until the first one arrives the proxy speaks plaintext.
+    #[arg(long, env = "MESH_CA_ADDRESS", value_name = "URL")]
+    pub ca_address: Option<String>,
+    /// The pod's projected service-account token for the CA (audience `istio-ca`).
+    #[arg(long, env = "MESH_CA_TOKEN_FILE", default_value = "/var/run/secrets/tokens/istio-token")]
+    pub ca_token_file: PathBuf,
     #[command(flatten)]
     pub identity: IdentityArgs,
 }

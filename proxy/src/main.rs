@@ -8,6 +8,7 @@ use mesh_proxy::config::stream::StreamSettings;
 use mesh_proxy::route::{ConnectionRouter, HttpOnAllPorts, Passthrough};
 use mesh_proxy::routing::MeshRouter;
 use mesh_proxy::tls::MeshTls;
+use mesh_proxy::tls::ca::CaSettings;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,14 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let poll = args.config_poll;
     let tls_watch = args.tls_dir.clone().map(|dir| (dir, cfg.tls.clone()));
+    let from_ca = args.ca_address.clone().map(|address| {
+        let settings = CaSettings {
+            address,
+            root_cert: mesh_proxy::config::controller::root_cert_path(),
+            token_file: args.ca_token_file.clone(),
+        };
+        (settings, cfg.tls.clone())
+    });
     let stream = match (&args.config_file, &args.controller) {
         (None, Some(address)) => Some(StreamSettings::new(address, &args.identity.dns_domain)),
         _ => None,
@@ -90,6 +99,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         drop(tokio::spawn(release_startup_code(started)));
         if let Some((dir, tls)) = tls_watch {
             drop(tokio::spawn(mesh_proxy::tls::files::watch(dir, tls, CERTIFICATE_POLL)));
+        }
+        if let Some((settings, tls)) = from_ca {
+            drop(tokio::spawn(mesh_proxy::tls::ca::keep_certified(settings, tls)));
         }
         match (store, stream) {
             (Some(store), Some(stream)) => drop(tokio::spawn(mesh_proxy::config::stream::run(store, stream))),

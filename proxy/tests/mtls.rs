@@ -9,9 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Empty;
 use mesh_proxy::config::identity::IdentitySettings;
-use mesh_proxy::listener::OriginalDst;
-use mesh_proxy::proxy::{Listeners, Proxy, ProxyConfig};
-use mesh_proxy::route::{ConnectionRouter, HttpOnAllPorts, Passthrough};
+use mesh_proxy::proxy::Proxy;
 use mesh_proxy::tls::{MeshTls, files};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,26 +17,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use support::certs::{TestCa, spiffe};
 use support::mesh::{get, pod, service, start_mesh_with_tls, upstream};
-use support::{bounded, h1_client, half_close_server, loopback};
+use support::{bounded, h1_client, half_close_server, start_peer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const SIDECAR: (&str, &str) = ("security.istio.io/tlsMode", "istio");
-
-/// The server pod's sidecar: its inbound listener hands everything to `app`.
-fn start_peer(app: SocketAddr, http: bool, tls: Arc<MeshTls>) -> Proxy {
-    let cfg = ProxyConfig {
-        outbound: loopback(),
-        inbound: loopback(),
-        admin: loopback(),
-        readiness: loopback(),
-        original_dst: OriginalDst::Fixed(app),
-        tls,
-        ..ProxyConfig::default()
-    };
-    let router: Arc<dyn ConnectionRouter> = if http { Arc::new(HttpOnAllPorts) } else { Arc::new(Passthrough) };
-    Proxy::start(&cfg, Listeners::bind(&cfg).unwrap(), router).unwrap()
-}
 
 fn client_identity() -> IdentitySettings {
     IdentitySettings { pod_name: "productpage".into(), namespace: "default".into(), ..Default::default() }

@@ -15,9 +15,10 @@
 //!   and what it carries is served as if it had arrived in plaintext. Anything else (plaintext,
 //!   or an app's own TLS) is served as before: Istio's PERMISSIVE mode.
 //! - Where credentials come from: [`files`], the layout Istio mounts at `/etc/certs`, re-read
-//!   when it changes.
+//!   when it changes; or [`ca`], the mesh CA on the controller, asked again before expiry.
 
 pub mod accept;
+pub mod ca;
 pub mod connect;
 mod credentials;
 pub mod files;

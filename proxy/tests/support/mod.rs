@@ -65,6 +65,22 @@ pub async fn half_close_server() -> SocketAddr {
     addr
 }
 
+/// A server pod's sidecar with the workload certificate in `tls`: its inbound listener hands
+/// everything to `app`, parsed as HTTP or passed through as TCP.
+pub fn start_peer(app: SocketAddr, http: bool, tls: Arc<mesh_proxy::tls::MeshTls>) -> Proxy {
+    let cfg = ProxyConfig {
+        outbound: loopback(),
+        inbound: loopback(),
+        admin: loopback(),
+        readiness: loopback(),
+        original_dst: OriginalDst::Fixed(app),
+        tls,
+        ..ProxyConfig::default()
+    };
+    let router: Arc<dyn ConnectionRouter> = if http { Arc::new(HttpOnAllPorts) } else { Arc::new(Passthrough) };
+    Proxy::start(&cfg, Listeners::bind(&cfg).unwrap(), router).unwrap()
+}
+
 /// A proxy on loopback ports whose capture listeners send everything to `upstream`.
 pub fn start_proxy(upstream: SocketAddr, http: bool, drain_period: Duration) -> Proxy {
     let cfg = ProxyConfig {

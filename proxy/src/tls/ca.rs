@@ -1,0 +1,110 @@
+//! The workload certificate from the mesh CA: the proxy makes a key and a CSR, proves who it is
+//! with its pod's projected service-account token (audience `istio-ca`), and gets a short-lived
+//! certificate for its SPIFFE ID from `mesh.ca.v1.CertificateAuthority` on the controller's
+//! TLS port (15012), trusting only the mesh root. It asks again at two thirds of the
+//! certificate's life, and after a failure with backoff, keeping the certificate in force
+//! meanwhile; new handshakes use the newest one, so rotation drops no connection.
+//!
+//! The key never leaves the process: it is not written to disk, and not logged.
+
+use super::{Credentials, CredentialsError, MeshTls};
+use crate::config::controller::{DialError, connect};
+use proto::ca::SignCertificateRequest;
+use proto::ca::certificate_authority_client::CertificateAuthorityClient;
+use rcgen::{CertificateParams, KeyPair};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the CA is and how the proxy proves who it is.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    /// The controller's TLS port, `https://mesh-controller.istio-system.svc:15012`.
+    pub address: String,
+    /// The mesh root the controller's certificate must chain to (re-read at every request).
+    pub root_cert: PathBuf,
+    /// The pod's projected token for the CA's audience (re-read at every request: the kubelet
+    /// rotates it).
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the CA address {address:?}: {source}")]
+    Address { address: String, source: tonic::transport::Error },
+    #[error("dialling the CA at {address}: {source}")]
+    Dial { address: String, source: DialError },
+    #[error("reading the token {}: {source}", .path.display())]
+    Token { path: PathBuf, source: std::io::Error },
+    #[error("the token is not a valid header value")]
+    TokenHeader,
+    #[error("making the key or the CSR: {0}")]
+    Csr(#[from] rcgen::Error),
+    #[error("the CA at {address} refused ({:?}): {}", .status.code(), .status.message())]
+    Refused { address: String, status: tonic::Status },
+    #[error("the certificate the CA signed: {0}")]
+    Credentials(#[from] CredentialsError),
+}
+
+/// A certificate from the CA, and when to ask for the next one.
+pub struct Obtained {
+    pub credentials: Credentials,
+    pub renew_at: SystemTime,
+}
+
+/// Asks the CA once.
+pub async fn obtain(settings: &CaSettings) -> Result<Obtained, CaError> {
+    let address = settings.address.clone();
+    let token = std::fs::read_to_string(&settings.token_file)
+        .map_err(|source| CaError::Token { path: settings.token_file.clone(), source })?;
+    let key = KeyPair::generate()?;
+    let csr_pem = CertificateParams::default().serialize_request(&key)?.pem()?;
+    let endpoint = tonic::transport::Endpoint::from_shared(address.clone())
+        .map_err(|source| CaError::Address { address: address.clone(), source })?;
+    let channel = connect(endpoint, &settings.root_cert)
+        .await
+        .map_err(|source| CaError::Dial { address: address.clone(), source })?;
+    let mut call = tonic::Request::new(SignCertificateRequest { csr_pem, requested_validity_seconds: 0 });
+    let bearer = format!("Bearer {}", token.trim()).parse().map_err(|_| CaError::TokenHeader)?;
+    call.metadata_mut().insert("authorization", bearer);
+    let signed = CertificateAuthorityClient::new(channel)
+        .sign_certificate(call)
+        .await
+        .map_err(|status| CaError::Refused { address, status })?
+        .into_inner();
+    let roots = match signed.trust_bundle_pem.is_empty() {
+        true => std::fs::read_to_string(&settings.root_cert).unwrap_or_default(),
+        false => signed.trust_bundle_pem.concat(),
+    };
+    let credentials = Credentials::from_pem(&signed.cert_chain_pem.concat(), &key.serialize_pem(), &roots)?;
+    let now = SystemTime::now();
+    let expires = UNIX_EPOCH + Duration::from_secs(signed.expires_at_unix_seconds.max(0) as u64);
+    let life = expires.duration_since(now).unwrap_or_default();
+    Ok(Obtained { credentials, renew_at: now + life * 2 / 3 })
+}
+
+/// The first retry after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Keeps `tls` holding a certificate from the CA for as long as the proxy runs.
+pub async fn keep_certified(settings: CaSettings, tls: Arc<MeshTls>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match obtain(&settings).await {
+            Ok(obtained) => {
+                tls.install(obtained.credentials);
+                backoff = FIRST_BACKOFF;
+                let wait = obtained.renew_at.duration_since(SystemTime::now()).unwrap_or_default();
+                tracing::info!(renew_in_s = wait.as_secs(), "workload certificate from the mesh CA");
+                tokio::time::sleep(wait.max(FIRST_BACKOFF)).await;
+            }
+            Err(error) => {
+                let keeping = tls.current().map(|c| c.identity.clone());
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, keeping = ?keeping, "no workload certificate from the mesh CA");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
