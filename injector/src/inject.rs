@@ -62,6 +62,7 @@ pub fn inject(pod: &Pod, ns: &NamespaceInfo, cfg: &InjectConfig) -> Result<Outco
         annotations.insert(keys::PROMETHEUS_PATH.into(), "/stats/prometheus".into());
     }
     out.metadata.annotations = Some(annotations);
+    out.metadata.labels.get_or_insert_with(Default::default).entry(keys::TLS_MODE.into()).or_insert("istio".into());
     Ok(Outcome::Injected { pod: Box::new(out), mode, reason })
 }
 

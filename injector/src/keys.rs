@@ -33,6 +33,11 @@ pub const PROXY_MEMORY: &str = "sidecar.istio.io/proxyMemory";
 pub const PROXY_CPU_LIMIT: &str = "sidecar.istio.io/proxyCPULimit";
 pub const PROXY_MEMORY_LIMIT: &str = "sidecar.istio.io/proxyMemoryLimit";
 
+/// Pod label written at injection: `istio` says the pod runs a sidecar, so peer sidecars speak
+/// mutual TLS to it (auto mTLS). A value the pod already has (`disabled`) is kept. The name is
+/// the one the compiler reads (`common`).
+pub const TLS_MODE: &str = common::registry::TLS_MODE_LABEL;
+
 /// Prometheus scrape annotations, set unless the pod already has its own.
 pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
 pub const PROMETHEUS_PORT: &str = "prometheus.io/port";

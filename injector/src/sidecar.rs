@@ -165,7 +165,7 @@ fn env(cfg: &InjectConfig, facts: &PodFacts<'_>) -> Vec<EnvVar> {
         value: None,
     };
     let value = |name: &str, v: String| EnvVar { name: name.into(), value: Some(v), value_from: None };
-    vec![
+    let mut env = vec![
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
         field("INSTANCE_IP", "status.podIP"),
@@ -180,7 +180,13 @@ fn env(cfg: &InjectConfig, facts: &PodFacts<'_>) -> Vec<EnvVar> {
         value("MESH_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_FILE}")),
         value("MESH_CREDENTIALS_DIR", CREDENTIALS_DIR.into()),
         value("MESH_POD_INFO_DIR", PODINFO_DIR.into()),
-    ]
+    ];
+    // The CA is served on the controller's TLS port (not on plaintext 15010): the sidecar asks
+    // it for its certificate with the token above, and is ready once it has one.
+    if cfg.controller_address.starts_with("https://") {
+        env.push(value("MESH_CA_ADDRESS", cfg.controller_address.clone()));
+    }
+    env
 }
 
 /// The volumes the two containers mount.

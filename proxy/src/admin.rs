@@ -9,6 +9,7 @@ use crate::drain::{Drain, DrainHold};
 use crate::probes::ProbeSource;
 use crate::route::ConnectionRouter;
 use crate::stats::Stats;
+use crate::tls::MeshTls;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub router: Arc<dyn ConnectionRouter>,
     /// The app's original probes, answered under `/app-health/` on the readiness port.
     pub app_probes: Option<ProbeSource>,
+    /// The workload certificate in force, shown in `/config_dump`.
+    pub tls: Arc<MeshTls>,
 }
 
 impl AdminState {
@@ -80,6 +83,7 @@ fn admin(req: &Request<Incoming>, state: &AdminState, hold: &QuitHold) -> Respon
         (&Method::GET, "/config_dump") => {
             let mut dump = state.config.clone();
             dump["draining"] = state.drain.is_draining().into();
+            dump["tls"] = state.tls.describe();
             dump["routing"] = state.router.describe();
             json(&dump)
         }

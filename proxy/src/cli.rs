@@ -91,11 +91,13 @@ pub struct RunArgs {
     /// Get the workload certificate from the mesh CA at this address
     /// (`https://mesh-controller.istio-system.svc:15012`, trusting the root in
     /// $MESH_CA_ROOT_CERT), proving the pod's identity with --ca-token-file; renewed before it
-    /// expires. Until the first one arrives the proxy speaks plaintext.
+    /// expires. Until the first one arrives, a peer's mutual TLS is refused (its sidecar
+    /// retries) and the proxy dials its peers in plaintext.
     #[arg(long, env = "MESH_CA_ADDRESS", value_name = "URL")]
     pub ca_address: Option<String>,
-    /// The pod's projected service-account token for the CA (audience `istio-ca`).
-    #[arg(long, env = "MESH_CA_TOKEN_FILE", default_value = "/var/run/secrets/tokens/istio-token")]
+    /// The pod's projected service-account token for the CA (audience `istio-ca`), where the
+    /// injector mounts it.
+    #[arg(long, env = "MESH_TOKEN_FILE", default_value = "/var/run/secrets/tokens/mesh-token")]
     pub ca_token_file: PathBuf,
     #[command(flatten)]
     pub identity: IdentityArgs,

@@ -83,9 +83,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: &ListenerShared) {
         return refuse(&ctx, refusal, shared);
     }
     let io = match (direction, shared.tls.current()) {
-        (Direction::Inbound, Some(credentials)) => {
+        (Direction::Inbound, credentials) if credentials.is_some() || shared.tls.expected() => {
             let wait = if matches!(route, ConnRoute::Tcp(_)) { SILENT_CLIENT_WAIT } else { SNI_TIMEOUT };
-            match crate::tls::accept::accept(stream, wait, &credentials).await {
+            match crate::tls::accept::accept(stream, wait, credentials.as_ref()).await {
                 Ok(accepted) => {
                     if let Some(identity) = &accepted.peer_identity {
                         counters.mtls_accepted.fetch_add(1, Relaxed);

@@ -82,6 +82,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let poll = args.config_poll;
     let tls_watch = args.tls_dir.clone().map(|dir| (dir, cfg.tls.clone()));
+    if args.ca_address.is_some() {
+        cfg.tls = Arc::new(MeshTls::expecting());
+    }
     let from_ca = args.ca_address.clone().map(|address| {
         let settings = CaSettings {
             address,

@@ -137,6 +137,7 @@ impl Proxy {
             config: config_dump(cfg, &addresses),
             router: router.clone(),
             app_probes: cfg.app_probes.clone(),
+            tls: cfg.tls.clone(),
         });
         tokio::spawn(listener::accept_loop(tokio::net::TcpListener::from_std(listeners.outbound)?, outbound));
         tokio::spawn(listener::accept_loop(tokio::net::TcpListener::from_std(listeners.inbound)?, inbound));
@@ -194,7 +195,6 @@ fn config_dump(cfg: &ProxyConfig, addrs: &Addresses) -> serde_json::Value {
         },
         "inbound_source": cfg.inbound_source_v4.map(|ip| ip.to_string()),
         "concurrency": cfg.concurrency,
-        "tls": cfg.tls.describe(),
         "drain_period_ms": cfg.drain_period.as_millis() as u64,
     })
 }

@@ -202,3 +202,50 @@ async fn a_token_the_ca_refuses_and_a_missing_token_are_named() {
     assert!(message.contains("no-such-token"), "{message}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `GET path` on `addr` with a plain socket: the status code and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, response.rsplit("\r\n\r\n").next().unwrap_or_default().to_string())
+}
+
+/// The `mesh-proxy` binary asking the CA at `port` for a certificate with `token`.
+fn certified_binary(port: u16, dir: &Path, root: &str, token: &str) -> support::binary::RunningBinary {
+    let settings = ca_settings(port, dir, root, token);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"));
+    command
+        .args(["run", "--concurrency", "1", "--ca-address", &settings.address])
+        .env("MESH_TOKEN_FILE", &settings.token_file)
+        .env("MESH_CA_ROOT_CERT", &settings.root_cert);
+    support::binary::RunningBinary::start(command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_gets_its_certificate_and_says_so_or_says_why_not() {
+    let (port, root) = start_tls_with(Arc::new(AccountTokens)).await;
+    let dir = temp_dir("ca-binary");
+    let refused = certified_binary(port, &dir, &root, "stolen");
+    let certified = certified_binary(port, &dir, &root, "token-of-reviews");
+    let identity = "spiffe://cluster.local/ns/default/sa/reviews";
+    bounded("the certificate in /config_dump", async {
+        while !http_get(certified.ports.admin, "/config_dump").1.contains(identity) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    bounded("the refusal in the log", async {
+        while !refused.logs().contains("no workload certificate from the mesh CA") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(refused.logs().contains("Unauthenticated"), "{}", refused.logs());
+    let (_, dump) = http_get(refused.ports.admin, "/config_dump");
+    assert!(dump.contains("\"waiting_for_certificate\": true"), "{dump}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -215,3 +215,25 @@ async fn a_server_first_protocol_is_served_not_stalled() {
     bounded("the server's greeting", conn.read_exact(&mut greeting)).await.unwrap();
     assert_eq!(&greeting, b"220 ready\r\n");
 }
+
+#[tokio::test]
+async fn mutual_tls_reaching_a_sidecar_still_waiting_for_its_certificate_is_refused() {
+    let ca = TestCa::new();
+    let app = upstream("reviews", "127.0.0.1").await;
+    let waiting = Arc::new(MeshTls::expecting());
+    let peer = start_peer(app.addr(), true, waiting.clone());
+    let config = reviews_config(&peer, &[("app", "reviews"), SIDECAR]);
+    let client = start_mesh_with_tls(&config, client_identity(), None, ca.tls("productpage"));
+    let (status, headers, _) = get(client.outbound(), "reviews:9080", "/", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{headers:?}");
+    assert_eq!(app.count(), 0, "the TLS bytes never reached the app as if they were plaintext");
+    assert!(peer.stats().inbound.mtls_fail.load(Relaxed) > 0);
+    // Plaintext from outside the mesh is served meanwhile.
+    let mut plain = h1_client::<Empty<Bytes>>(peer.addresses().inbound).await;
+    let req = http::Request::builder().uri("/").header("host", "reviews").body(Empty::new()).unwrap();
+    assert_eq!(bounded("response", plain.send_request(req)).await.unwrap().status(), StatusCode::OK);
+    // Once the certificate arrives, the mesh's request goes through.
+    waiting.install(ca.credentials("default"));
+    let (status, _, body) = get(client.outbound(), "reviews:9080", "/", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "reviews"));
+}

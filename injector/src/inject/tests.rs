@@ -150,6 +150,8 @@ fn the_sidecar_learns_its_identity_from_the_downward_api() {
     assert_eq!((root.name.as_str(), root.optional), ("istio-ca-root-cert", Some(true)));
     assert_eq!(env["MESH_CA_ROOT_CERT"].value.as_deref(), Some("/var/run/secrets/istio/root-cert.pem"));
     assert_eq!(env["MESH_CONTROLLER_ADDRESS"].value.as_deref(), Some("https://mesh-controller.istio-system.svc:15012"));
+    assert_eq!(env["MESH_CA_ADDRESS"].value.as_deref(), Some("https://mesh-controller.istio-system.svc:15012"));
+    assert_eq!(env["MESH_TOKEN_FILE"].value.as_deref(), Some("/var/run/secrets/tokens/mesh-token"));
     let token =
         volumes[2].projected.as_ref().unwrap().sources.as_ref().unwrap()[0].service_account_token.as_ref().unwrap();
     assert_eq!(token.audience.as_deref(), Some("istio-ca"));
@@ -157,6 +159,29 @@ fn the_sidecar_learns_its_identity_from_the_downward_api() {
 }
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+#[test]
+fn the_pod_is_labelled_for_mutual_tls_unless_it_says_otherwise() {
+    let (p, _) = injected(&pod(), &InjectConfig::default());
+    let labels = p.metadata.labels.unwrap();
+    assert_eq!(labels["security.istio.io/tlsMode"], "istio");
+    assert_eq!(labels["app"], "web", "the pod's own labels stay");
+    let mut disabled = pod();
+    disabled.metadata.labels.as_mut().unwrap().insert("security.istio.io/tlsMode".into(), "disabled".into());
+    let (p, _) = injected(&disabled, &InjectConfig::default());
+    assert_eq!(p.metadata.labels.unwrap()["security.istio.io/tlsMode"], "disabled");
+}
+
+#[test]
+fn a_plaintext_controller_address_asks_no_ca() {
+    let cfg = InjectConfig {
+        controller_address: "http://mesh-controller.istio-system.svc:15010".into(),
+        ..Default::default()
+    };
+    let (p, _) = injected(&pod(), &cfg);
+    let env = p.spec.unwrap().containers[0].env.clone().unwrap();
+    assert!(env.iter().all(|e| e.name != "MESH_CA_ADDRESS"), "the CA is served on the TLS port only");
+}
 
 #[test]
 fn probes_are_rewritten_unless_the_pod_says_no() {

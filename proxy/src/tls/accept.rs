@@ -33,11 +33,12 @@ pub struct Accepted {
 
 /// Waits up to `first_bytes` for the client to speak, then terminates mutual TLS if that is
 /// what it speaks. Fails only when a peer's handshake fails (no, a bad or an untrusted
-/// certificate).
+/// certificate), or when a peer sidecar speaks mutual TLS before this proxy has `credentials`
+/// (its sidecar sees a connect failure and retries; the bytes never reach the app).
 pub async fn accept(
     mut stream: TcpStream,
     first_bytes: Duration,
-    credentials: &Arc<Credentials>,
+    credentials: Option<&Arc<Credentials>>,
 ) -> io::Result<Accepted> {
     let plain = |stream, buffered| Accepted { io: Either::Left(Rewind::new(stream, buffered)), peer_identity: None };
     let mut first = [0u8; 1];
@@ -52,6 +53,9 @@ pub async fn accept(
     if !from_sidecar {
         return Ok(plain(stream, hello.buffered));
     }
+    let Some(credentials) = credentials else {
+        return Err(io::Error::other("mutual TLS from a peer before this proxy has its workload certificate"));
+    };
     let tls = TlsAcceptor::from(credentials.server.clone())
         .accept(Rewind::new(stream, hello.buffered))
         .await

@@ -99,6 +99,9 @@ impl Credentials {
 #[derive(Default)]
 pub struct MeshTls {
     current: ArcSwapOption<Credentials>,
+    /// Credentials are on their way (from the CA): until they arrive, a peer's mutual TLS is
+    /// refused rather than passed to the app as if it were plaintext.
+    expected: bool,
 }
 
 impl std::fmt::Debug for MeshTls {
@@ -110,7 +113,17 @@ impl std::fmt::Debug for MeshTls {
 impl MeshTls {
     /// A slot holding `credentials` from the start.
     pub fn with(credentials: Credentials) -> Self {
-        MeshTls { current: ArcSwapOption::from_pointee(credentials) }
+        MeshTls { current: ArcSwapOption::from_pointee(credentials), expected: true }
+    }
+
+    /// An empty slot that the mesh CA will fill.
+    pub fn expecting() -> Self {
+        MeshTls { current: ArcSwapOption::empty(), expected: true }
+    }
+
+    /// Whether the proxy is meant to speak mutual TLS, with credentials or waiting for them.
+    pub fn expected(&self) -> bool {
+        self.expected
     }
 
     /// The credentials for a new handshake.
@@ -128,7 +141,7 @@ impl MeshTls {
     pub fn describe(&self) -> serde_json::Value {
         match self.current() {
             Some(c) => serde_json::json!({ "mtls": true, "identity": c.identity }),
-            None => serde_json::json!({ "mtls": false }),
+            None => serde_json::json!({ "mtls": false, "waiting_for_certificate": self.expected }),
         }
     }
 }
