@@ -5,7 +5,8 @@
 //!   controller sends versioned, incremental resource updates, the proxy ACKs or NACKs each.
 //! - [`codec`]: prost encoding with per-stream buffers sized for thousands of streams.
 //! - [`parts`]: reassembling an update the controller sent in parts.
-//! - [`ca`]: the certificate service (`CertificateAuthority.SignCertificate`): CSR in, chain out.
+//! - [`ca`]: the certificate service (`CertificateAuthority.SignCertificate`): CSR in, chain out;
+//!   [`ca_client`]: its caller's end (key, CSR, the call over TLS trusting the mesh root).
 #![forbid(unsafe_code)]
 
 /// The config stream, `mesh.config.v1`.
@@ -20,6 +21,7 @@ pub mod ca {
     tonic::include_proto!("mesh.ca.v1");
 }
 
+pub mod ca_client;
 pub mod codec;
 pub mod parts;
 

@@ -19,6 +19,7 @@ use mesh_proxy::config::controller::{DialError, connect};
 use mesh_proxy::config::identity::IdentitySettings;
 use mesh_proxy::tls::MeshTls;
 use mesh_proxy::tls::ca::{self, CaError, CaSettings};
+use proto::ca_client::ClientError;
 use proto::config::config_discovery_client::ConfigDiscoveryClient;
 use proto::config::{Hello, ProxyIdentity, ProxyMessage, proxy_message};
 use std::path::Path;
@@ -193,7 +194,7 @@ async fn a_token_the_ca_refuses_and_a_missing_token_are_named() {
     let dir = temp_dir("ca-refused");
     let error = ca::obtain(&ca_settings(port, &dir, &root, "stolen")).await.err().unwrap();
     let message = error.to_string();
-    assert!(matches!(error, CaError::Refused { .. }), "{message}");
+    assert!(matches!(error, CaError::Ca { source: ClientError::Refused(_), .. }), "{message}");
     assert!(message.contains(&format!("https://localhost:{port}")) && message.contains("istio-ca"), "{message}");
 
     let mut settings = ca_settings(port, &dir, &root, "token-of-reviews");

@@ -8,10 +8,7 @@
 //! The key never leaves the process: it is not written to disk, and not logged.
 
 use super::{Credentials, CredentialsError, MeshTls};
-use crate::config::controller::{DialError, connect};
-use proto::ca::SignCertificateRequest;
-use proto::ca::certificate_authority_client::CertificateAuthorityClient;
-use rcgen::{CertificateParams, KeyPair};
+use proto::ca_client::{CertificateRequest, ClientError, request_certificate};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,18 +27,10 @@ pub struct CaSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("the CA address {address:?}: {source}")]
-    Address { address: String, source: tonic::transport::Error },
-    #[error("dialling the CA at {address}: {source}")]
-    Dial { address: String, source: DialError },
-    #[error("reading the token {}: {source}", .path.display())]
-    Token { path: PathBuf, source: std::io::Error },
-    #[error("the token is not a valid header value")]
-    TokenHeader,
-    #[error("making the key or the CSR: {0}")]
-    Csr(#[from] rcgen::Error),
-    #[error("the CA at {address} refused ({:?}): {}", .status.code(), .status.message())]
-    Refused { address: String, status: tonic::Status },
+    #[error("reading {what} {}: {source}", .path.display())]
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("the CA at {address}: {source}")]
+    Ca { address: String, source: ClientError },
     #[error("the certificate the CA signed: {0}")]
     Credentials(#[from] CredentialsError),
 }
@@ -54,29 +43,23 @@ pub struct Obtained {
 
 /// Asks the CA once.
 pub async fn obtain(settings: &CaSettings) -> Result<Obtained, CaError> {
-    let address = settings.address.clone();
-    let token = std::fs::read_to_string(&settings.token_file)
-        .map_err(|source| CaError::Token { path: settings.token_file.clone(), source })?;
-    let key = KeyPair::generate()?;
-    let csr_pem = CertificateParams::default().serialize_request(&key)?.pem()?;
-    let endpoint = tonic::transport::Endpoint::from_shared(address.clone())
-        .map_err(|source| CaError::Address { address: address.clone(), source })?;
-    let channel = connect(endpoint, &settings.root_cert)
-        .await
-        .map_err(|source| CaError::Dial { address: address.clone(), source })?;
-    let mut call = tonic::Request::new(SignCertificateRequest { csr_pem, requested_validity_seconds: 0 });
-    let bearer = format!("Bearer {}", token.trim()).parse().map_err(|_| CaError::TokenHeader)?;
-    call.metadata_mut().insert("authorization", bearer);
-    let signed = CertificateAuthorityClient::new(channel)
-        .sign_certificate(call)
-        .await
-        .map_err(|status| CaError::Refused { address, status })?
-        .into_inner();
-    let roots = match signed.trust_bundle_pem.is_empty() {
-        true => std::fs::read_to_string(&settings.root_cert).unwrap_or_default(),
-        false => signed.trust_bundle_pem.concat(),
+    let read = |what, path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|source| CaError::Read { what, path: path.clone(), source })
     };
-    let credentials = Credentials::from_pem(&signed.cert_chain_pem.concat(), &key.serialize_pem(), &roots)?;
+    let root_pem = read("the mesh root", &settings.root_cert)?;
+    let request = CertificateRequest {
+        address: settings.address.clone(),
+        server_name: None,
+        root_pem: root_pem.clone(),
+        token: read("the token", &settings.token_file)?,
+        dns: Vec::new(),
+        validity_seconds: 0,
+    };
+    let signed = request_certificate(&request)
+        .await
+        .map_err(|source| CaError::Ca { address: settings.address.clone(), source })?;
+    let roots = if signed.trust_bundle_pem.is_empty() { root_pem } else { signed.trust_bundle_pem.concat() };
+    let credentials = Credentials::from_pem(&signed.chain_pem.concat(), &signed.key_pem, &roots)?;
     let now = SystemTime::now();
     let expires = UNIX_EPOCH + Duration::from_secs(signed.expires_at_unix_seconds.max(0) as u64);
     let life = expires.duration_since(now).unwrap_or_default();

@@ -1,9 +1,9 @@
 //! The caller's end of `SignCertificate`: a fresh key, a CSR, and the call over TLS trusting
-//! the mesh root. `mesh-controller sign` runs it; the injector can use it for its serving
-//! certificate.
+//! the mesh root. Sidecars use it for their workload certificates, the injector for its
+//! serving certificate, and `mesh-controller sign` runs it by hand.
 
-use proto::ca::SignCertificateRequest;
-use proto::ca::certificate_authority_client::CertificateAuthorityClient;
+use crate::ca::SignCertificateRequest;
+use crate::ca::certificate_authority_client::CertificateAuthorityClient;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
