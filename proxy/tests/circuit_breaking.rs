@@ -152,8 +152,12 @@ async fn one_connection_and_one_pending_request_turn_a_burst_into_fast_overflows
     }
     assert!((1..=3).contains(&ok), "one in flight and one pending get through (a third if it came late): {ok}");
     assert!(overflowed.len() >= 17, "{}", overflowed.len());
-    assert_eq!(slow.connections.max(), 1, "the upstream never held more than one connection");
-    assert_eq!(slow.requests.max(), 1);
+    // The proxy closes a finished connection before it opens the next one for the pending
+    // request (its slot goes to the waiter), so it never holds two. The upstream may still
+    // count both for a moment when it accepts the new one before it has read the old one's
+    // close: what it sees is one request at a time, on at most one new connection per request.
+    assert_eq!(slow.requests.max(), 1, "the upstream never served two requests at once");
+    assert!(slow.accepted.load(SeqCst) <= ok, "{} connections for {ok} requests", slow.accepted.load(SeqCst));
     assert_eq!(overflow_counter(&mesh, |o| &o.rq_pending), overflowed.len() as u64);
     // /clusters shows the limits, the cluster's occupancy (nothing left in flight) and the count.
     let (_, _, body) = support::mesh::get(mesh.proxy.addresses().admin, "admin", "/clusters", &[]).await;
