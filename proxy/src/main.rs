@@ -65,10 +65,12 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut cfg = args.config();
-    if let Some(dir) = &args.tls_dir {
-        let credentials = mesh_proxy::tls::files::load(dir).context("loading --tls-dir")?;
-        cfg.tls = Arc::new(MeshTls::with(credentials));
-    }
+    // --tls-dir and --ca-address conflict (clap): at most one source fills the slot.
+    cfg.tls = Arc::new(match (&args.tls_dir, &args.ca_address) {
+        (Some(dir), _) => MeshTls::with(mesh_proxy::tls::files::load(dir).context("loading --tls-dir")?),
+        (None, Some(_)) => MeshTls::expecting(),
+        (None, None) => MeshTls::default(),
+    });
     let runtime = runtime(cfg.concurrency).context("starting the runtime")?;
     let store = match (args.config_source(), &args.controller) {
         (Some(source), _) => Some(Arc::new(ConfigStore::from_source(source).context("loading --config-file")?)),
@@ -82,9 +84,6 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let poll = args.config_poll;
     let tls_watch = args.tls_dir.clone().map(|dir| (dir, cfg.tls.clone()));
-    if args.ca_address.is_some() {
-        cfg.tls = Arc::new(MeshTls::expecting());
-    }
     let from_ca = args.ca_address.clone().map(|address| {
         let settings = CaSettings {
             address,

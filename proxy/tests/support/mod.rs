@@ -68,33 +68,26 @@ pub async fn half_close_server() -> SocketAddr {
 /// A server pod's sidecar with the workload certificate in `tls`: its inbound listener hands
 /// everything to `app`, parsed as HTTP or passed through as TCP.
 pub fn start_peer(app: SocketAddr, http: bool, tls: Arc<mesh_proxy::tls::MeshTls>) -> Proxy {
-    let cfg = ProxyConfig {
-        outbound: loopback(),
-        inbound: loopback(),
-        admin: loopback(),
-        readiness: loopback(),
-        original_dst: OriginalDst::Fixed(app),
-        tls,
-        ..ProxyConfig::default()
-    };
-    let router: Arc<dyn ConnectionRouter> = if http { Arc::new(HttpOnAllPorts) } else { Arc::new(Passthrough) };
-    Proxy::start(&cfg, Listeners::bind(&cfg).unwrap(), router).unwrap()
+    start_fixed(app, http, ProxyConfig { tls, ..ProxyConfig::default() })
 }
 
 /// A proxy on loopback ports whose capture listeners send everything to `upstream`.
 pub fn start_proxy(upstream: SocketAddr, http: bool, drain_period: Duration) -> Proxy {
+    start_fixed(upstream, http, ProxyConfig { drain_period, ..ProxyConfig::default() })
+}
+
+/// `cfg` on loopback ports, every connection sent to `upstream` as HTTP or as TCP.
+fn start_fixed(upstream: SocketAddr, http: bool, cfg: ProxyConfig) -> Proxy {
     let cfg = ProxyConfig {
         outbound: loopback(),
         inbound: loopback(),
         admin: loopback(),
         readiness: loopback(),
-        drain_period,
         original_dst: OriginalDst::Fixed(upstream),
-        ..ProxyConfig::default()
+        ..cfg
     };
-    let listeners = Listeners::bind(&cfg).unwrap();
     let router: Arc<dyn ConnectionRouter> = if http { Arc::new(HttpOnAllPorts) } else { Arc::new(Passthrough) };
-    Proxy::start(&cfg, listeners, router).unwrap()
+    Proxy::start(&cfg, Listeners::bind(&cfg).unwrap(), router).unwrap()
 }
 
 /// A test HTTP server (HTTP/1.1 and h2c, with upgrades) that counts accepted connections.
