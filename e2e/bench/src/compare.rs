@@ -28,6 +28,8 @@ pub struct RouteResult {
     pub fixed_rate: LoadReport,
     /// CPU the proxies used per 1000 requests at the fixed rate, in milliseconds (0 direct).
     pub proxy_cpu_ms_per_1000: f64,
+    /// The user-space part of `proxy_cpu_ms_per_1000` (the rest is kernel time).
+    pub proxy_user_cpu_ms_per_1000: f64,
     /// CPU the proxies used per 1000 requests at saturation, in milliseconds.
     pub proxy_cpu_ms_per_1000_saturated: f64,
     /// The largest resident memory of the proxies, summed, in MiB (0 direct).
@@ -36,8 +38,21 @@ pub struct RouteResult {
     pub proxy_anon_rss_mib: f64,
 }
 
-fn cpu_seconds(proxies: &[u32]) -> anyhow::Result<f64> {
-    proxies.iter().map(|pid| procstat::usage(*pid).map(|u| u.cpu_seconds)).sum()
+/// CPU time the proxies used so far, in seconds: (user plus system, user).
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuTime {
+    total: f64,
+    user: f64,
+}
+
+fn cpu_time(proxies: &[u32]) -> anyhow::Result<CpuTime> {
+    let mut sum = CpuTime::default();
+    for pid in proxies {
+        let usage = procstat::usage(*pid)?;
+        sum.total += usage.cpu_seconds;
+        sum.user += usage.user_seconds;
+    }
+    Ok(sum)
 }
 
 /// `field` of the proxies' usage, summed, in MiB.
@@ -52,17 +67,17 @@ fn per_1000(cpu_seconds: f64, report: &LoadReport) -> f64 {
 
 /// Runs `spec` and returns its report with the CPU the proxies used while requests were
 /// counted (the warm-up excluded): sampled when counting starts and when the run ends.
-async fn run_measured(spec: &LoadSpec, pids: &[u32]) -> anyhow::Result<(LoadReport, f64)> {
+async fn run_measured(spec: &LoadSpec, pids: &[u32]) -> anyhow::Result<(LoadReport, CpuTime)> {
     let counting_starts = tokio::time::Instant::now() + spec.warmup;
     let sampled = pids.to_vec();
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(counting_starts).await;
-        cpu_seconds(&sampled)
+        cpu_time(&sampled)
     });
     let report = load::run(spec).await?;
-    let after = cpu_seconds(pids)?;
+    let after = cpu_time(pids)?;
     let at_start = sampler.await??;
-    Ok((report, after - at_start))
+    Ok((report, CpuTime { total: after.total - at_start.total, user: after.user - at_start.user }))
 }
 
 /// Measures `route` in front of `backend`.
@@ -83,8 +98,9 @@ pub async fn measure(launch: &Launch, plan: &Plan, route: Route, backend: Socket
     let (fixed_rate, fixed_cpu) = run_measured(&LoadSpec { rate: Some(plan.rate), ..spec }, &pids).await?;
     Ok(RouteResult {
         route: route.to_string(),
-        proxy_cpu_ms_per_1000: per_1000(fixed_cpu, &fixed_rate),
-        proxy_cpu_ms_per_1000_saturated: per_1000(saturated_cpu, &saturation),
+        proxy_cpu_ms_per_1000: per_1000(fixed_cpu.total, &fixed_rate),
+        proxy_user_cpu_ms_per_1000: per_1000(fixed_cpu.user, &fixed_rate),
+        proxy_cpu_ms_per_1000_saturated: per_1000(saturated_cpu.total, &saturation),
         proxy_peak_rss_mib: memory_mib(&pids, |u| u.peak_rss_kib)?,
         proxy_anon_rss_mib: memory_mib(&pids, |u| u.anon_rss_kib)?,
         saturation,

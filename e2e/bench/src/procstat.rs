@@ -9,6 +9,9 @@ use std::fs;
 pub struct Usage {
     /// User plus system CPU time, in seconds.
     pub cpu_seconds: f64,
+    /// The user part of `cpu_seconds`: the process's own code. The rest is the kernel working
+    /// for it (system calls, the TCP stack of the sockets it writes to).
+    pub user_seconds: f64,
     /// Resident memory now, in KiB.
     pub rss_kib: u64,
     /// The largest resident memory so far (`VmHWM`), in KiB, summed over the tree.
@@ -76,8 +79,9 @@ pub fn usage(root: u32) -> anyhow::Result<Usage> {
     for pid in tree(root) {
         let fields = stat_fields(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
         // utime and stime are fields 14 and 15 of stat: indices 11 and 12 after the name.
-        let ticks_used: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-        total.cpu_seconds += ticks_used / ticks;
+        let field = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+        total.cpu_seconds += (field(11) + field(12)) / ticks;
+        total.user_seconds += field(11) / ticks;
         total.rss_kib += status_kib(pid, "VmRSS:");
         total.peak_rss_kib += status_kib(pid, "VmHWM:");
         total.anon_rss_kib += status_kib(pid, "RssAnon:");
@@ -95,6 +99,6 @@ mod tests {
         assert_ne!(burn, 1);
         let me = usage(std::process::id()).unwrap();
         assert!(me.rss_kib > 0 && me.peak_rss_kib >= me.rss_kib, "{me:?}");
-        assert!(me.cpu_seconds >= 0.0);
+        assert!(me.cpu_seconds >= me.user_seconds && me.user_seconds >= 0.0, "{me:?}");
     }
 }

@@ -11,19 +11,21 @@ pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| path | saturation req/s | p50 ms @{rate:.0}/s | p99 ms | p99.9 ms | proxy CPU ms / 1000 req | proxy peak RSS MiB | of it anon MiB | errors |"
+        "| path | saturation req/s | p50 ms @{rate:.0}/s | p99 ms | p99.9 ms | proxy CPU ms / 1000 req | of it user | at saturation | proxy peak RSS MiB | of it anon MiB | errors |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.route,
             r.saturation.requests_per_second,
             r.fixed_rate.p50_ms,
             r.fixed_rate.p99_ms,
             r.fixed_rate.p999_ms,
             r.proxy_cpu_ms_per_1000,
+            r.proxy_user_cpu_ms_per_1000,
+            r.proxy_cpu_ms_per_1000_saturated,
             r.proxy_peak_rss_mib,
             r.proxy_anon_rss_mib,
             r.saturation.errors + r.fixed_rate.errors,
@@ -35,7 +37,9 @@ pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
         let throughput = ours.saturation.requests_per_second / nginx.saturation.requests_per_second;
         let cpu = ours.proxy_cpu_ms_per_1000 / nginx.proxy_cpu_ms_per_1000;
         let _ = writeln!(out, "- saturation throughput, 1 sidecar / 1 nginx: {throughput:.2}× (target ≥ 1.2×)");
+        let saturated = ours.proxy_cpu_ms_per_1000_saturated / nginx.proxy_cpu_ms_per_1000_saturated;
         let _ = writeln!(out, "- CPU per request at {rate:.0}/s, 1 sidecar / 1 nginx: {cpu:.2}×");
+        let _ = writeln!(out, "- CPU per request at saturation, 1 sidecar / 1 nginx: {saturated:.2}×");
     }
     if let Some(direct) = find("direct") {
         for name in ["1 sidecar", "2 sidecars", "2 sidecars mTLS", "1 nginx", "2 nginx"] {

@@ -324,7 +324,7 @@ fn failure_of(error: &ForwardError) -> Option<Failure> {
         // Nothing was sent, and the limit that refused it is still reached.
         ForwardError::Overflow { .. } => None,
         e if e.is_refused_stream() => Some(Failure::Refused),
-        ForwardError::Request { .. } => Some(Failure::Reset),
+        ForwardError::Request { .. } | ForwardError::H1 { .. } => Some(Failure::Reset),
     }
 }
 

@@ -3,8 +3,10 @@
 //! The request keeps the name the client used: `Host` for HTTP/1.1 upstreams, `:authority` for
 //! HTTP/2 ones; the address it is sent to is chosen by routing and only selects the connection.
 
+use super::h1;
 use super::pool::{Pool, PoolError};
 use super::replay::RequestBody;
+use super::upstream_body::UpstreamBody;
 use super::{ProxyBody, headers};
 use crate::breaker::{Attached, Breaker, Overflow};
 use crate::drain::Drain;
@@ -12,8 +14,9 @@ use crate::reason::Reason;
 use crate::route::{Dial, UpstreamProtocol};
 use crate::tls::MeshTls;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::CONNECTION, header::HOST};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header::CONNECTION, header::HOST};
 use http_body_util::Either;
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
@@ -58,6 +61,9 @@ pub enum ForwardError {
     Connect { upstream: SocketAddr, source: PoolError },
     #[error("upstream {upstream}: {source}")]
     Request { upstream: SocketAddr, source: hyper::Error },
+    /// An HTTP/1.1 exchange failed after the connection was made.
+    #[error("upstream {upstream}: {source}")]
+    H1 { upstream: SocketAddr, source: h1::Error },
     #[error("request has no host: neither a Host header nor an authority")]
     NoHost,
     /// A limit of the cluster's `connectionPool` was reached; nothing was sent.
@@ -70,7 +76,7 @@ impl ForwardError {
     pub fn reason(&self) -> Reason {
         match self {
             ForwardError::Connect { .. } => Reason::ConnectFailure,
-            ForwardError::Request { .. } => Reason::UpstreamReset,
+            ForwardError::Request { .. } | ForwardError::H1 { .. } => Reason::UpstreamReset,
             ForwardError::NoHost => Reason::MissingHost,
             ForwardError::Overflow { .. } => Reason::Overflow,
         }
@@ -132,59 +138,66 @@ impl HttpClient {
         let upgrade = !downstream_h2 && !use_h2 && headers::is_upgrade(req.headers());
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        let mut resp = if use_h2 {
-            self.send_h2(req, dial, breaker.as_ref()).await?
+        let (mut resp, upgraded) = if use_h2 {
+            (self.send_h2(req, dial, breaker.as_ref()).await?.map(UpstreamBody::from), None)
         } else {
             self.send_h1(req, dial, breaker.clone()).await?
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(down) = downstream_upgrade {
-                let up = hyper::upgrade::on(&mut resp);
-                drain.spawn(splice_upgrade(down, up, upstream));
-            }
-        } else {
-            headers::strip_hop_by_hop(resp.headers_mut(), false);
+        match (upgraded, downstream_upgrade) {
+            (Some(up), Some(down)) => drain.spawn(splice_upgrade(down, up, upstream)),
+            _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
         }
-        Ok(resp.map(|body| Either::Left(body.into())))
+        Ok(resp.map(Either::Left))
     }
 
     async fn send_h1(
         &self,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         dial: &Dial,
         breaker: Option<Arc<Breaker>>,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<(Response<UpstreamBody>, Option<h1::Upgraded>), ForwardError> {
         let upstream = dial.address;
+        let (mut head, body) = req.into_parts();
         // HTTP/1.1 carries the name in Host and sends the path alone (origin form).
-        if !req.headers().contains_key(HOST) {
-            let host = req.uri().authority().ok_or(ForwardError::NoHost)?;
+        if !head.headers.contains_key(HOST) {
+            let host = head.uri.authority().ok_or(ForwardError::NoHost)?;
             let host = HeaderValue::from_str(host.as_str()).map_err(|_| ForwardError::NoHost)?;
-            req.headers_mut().insert(HOST, host);
+            head.headers.insert(HOST, host);
         }
-        if req.uri().authority().is_some() {
-            let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-            *req.uri_mut() = Uri::from(path);
+        if head.uri.authority().is_some() {
+            let path = head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            head.uri = Uri::from(path);
         }
-        *req.version_mut() = Version::HTTP_11;
+        head.version = Version::HTTP_11;
         let connect_err = |source| pool_error(upstream, source);
-        let mut conn = self.pool.h1(dial, breaker.as_ref()).await.map_err(connect_err)?;
+        let streaming = !body.is_end_stream() && !headers::is_upgrade(&head.headers);
+        // A request that could not be sent again if a pooled connection turned out closed is
+        // only given one the server has not closed meanwhile.
+        let check = streaming || !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let conn = self.pool.h1(dial, breaker.as_ref(), check).await.map_err(connect_err)?;
         if conn.carries_its_last(breaker.as_ref()) {
-            req.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            head.headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        let resp = match conn.tx.try_send_request(req).await {
-            Ok(resp) => resp,
-            // A pooled connection the server closed while idle: the request was not sent, so
-            // sending it on a fresh connection is safe whatever its method.
-            Err(mut e) if conn.reused && e.message().is_some() => {
-                let req = e.take_message().expect("checked above");
-                drop(conn);
-                conn = self.pool.new_h1(dial, breaker.as_ref()).await.map_err(connect_err)?;
-                conn.tx.send_request(req).await.map_err(|source| ForwardError::Request { upstream, source })?
-            }
-            Err(e) => return Err(ForwardError::Request { upstream, source: e.into_error() }),
+        let home = self.pool.home(dial, breaker.clone());
+        let h1_error = |source| ForwardError::H1 { upstream, source };
+        if streaming {
+            let response = h1::send_streaming(conn.conn, head, body, home).await.map_err(h1_error)?;
+            return Ok((response.map(UpstreamBody::from), None));
+        }
+        let error = match h1::send(conn.conn, &head, home).await {
+            Ok((response, upgraded)) => return Ok((response.map(UpstreamBody::from), upgraded)),
+            Err(error) => error,
         };
-        self.pool.release_when_ready(dial, conn, breaker);
-        Ok(resp)
+        if !(error.retry && conn.reused) {
+            return Err(h1_error(error.error));
+        }
+        // A pooled connection the server closed while idle: the request was not sent (or not
+        // answered, and may be repeated), so it goes once more on a new connection.
+        tracing::debug!(%upstream, error = %error.error, "pooled connection was closed; sending on a new one");
+        let conn = self.pool.new_h1(dial, breaker.as_ref()).await.map_err(connect_err)?;
+        let home = self.pool.home(dial, breaker);
+        let (response, upgraded) = h1::send(conn.conn, &head, home).await.map_err(|e| h1_error(e.error))?;
+        Ok((response.map(UpstreamBody::from), upgraded))
     }
 
     async fn send_h2(
@@ -222,11 +235,12 @@ fn pool_error(upstream: SocketAddr, source: PoolError) -> ForwardError {
     }
 }
 
-/// Joins the two halves of an upgraded connection and copies bytes until both sides finish.
-async fn splice_upgrade(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, upstream: SocketAddr) {
-    match tokio::try_join!(down, up) {
-        Ok((down, up)) => {
-            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+/// Joins the downstream half of an upgraded connection to the upstream one and copies bytes
+/// until both sides finish.
+async fn splice_upgrade(down: hyper::upgrade::OnUpgrade, mut up: h1::Upgraded, upstream: SocketAddr) {
+    match down.await {
+        Ok(down) => {
+            let mut down = TokioIo::new(down);
             if let Err(error) = crate::tcp::copy_bidirectional(&mut down, &mut up).await {
                 tracing::debug!(%upstream, %error, "upgraded connection ended with an error");
             }

@@ -8,6 +8,7 @@
 
 pub mod attempts;
 pub mod client;
+pub mod h1;
 pub mod header_ops;
 mod headers;
 pub mod mirror;

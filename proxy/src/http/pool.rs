@@ -17,12 +17,13 @@
 //! and a plaintext connection never carries a request meant for mutual TLS.
 
 use super::client::ClientConfig;
+use super::h1;
 use super::replay::RequestBody;
 use crate::breaker::{Breaker, ConnSlot, Overflow};
 use crate::route::Dial;
 use crate::tls::MeshTls;
 use crate::tls::connect::UpstreamIo;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,10 +41,8 @@ type Key = (u64, SocketAddr, bool);
 type H2Cell = Arc<OnceCell<H2Conn>>;
 
 struct Idle {
-    tx: http1::SendRequest<RequestBody>,
+    conn: Box<h1::Conn>,
     since: Instant,
-    /// Requests the connection has carried.
-    served: u32,
 }
 
 /// An HTTP/2 connection and the requests it has carried (for `maxRequestsPerConnection`).
@@ -103,7 +102,7 @@ impl SharedConns {
         let mut map = locked(&self.idle);
         let list = map.get_mut(&key)?;
         while let Some(idle) = list.pop() {
-            if idle.tx.is_ready() && now.duration_since(idle.since) < idle_timeout {
+            if now.duration_since(idle.since) < idle_timeout {
                 return Some(idle);
             }
         }
@@ -111,10 +110,7 @@ impl SharedConns {
     }
 
     fn put_idle(&self, key: Key, idle: Idle) {
-        let mut map = locked(&self.idle);
-        let list = map.entry(key).or_default();
-        list.retain(|idle| !idle.tx.is_closed());
-        list.push(idle);
+        locked(&self.idle).entry(key).or_default().push(idle);
     }
 
     /// Closes the connections to `key` idle for `idle_timeout` or longer.
@@ -167,10 +163,8 @@ pub struct Pool {
 /// An HTTP/1.1 connection taken from the pool, and whether it had served requests before
 /// (a reused connection may have been closed by the server meanwhile: worth one retry).
 pub struct H1Conn {
-    pub tx: http1::SendRequest<RequestBody>,
+    pub conn: Box<h1::Conn>,
     pub reused: bool,
-    /// Requests it carried before this one.
-    served: u32,
 }
 
 impl H1Conn {
@@ -178,7 +172,30 @@ impl H1Conn {
     /// (`maxRequestsPerConnection`): sent with `Connection: close`, so the upstream closes it
     /// right after answering and its slot is free as soon as possible.
     pub fn carries_its_last(&self, breaker: Option<&Arc<Breaker>>) -> bool {
-        breaker.is_some_and(|b| b.limits.retires_after(self.served + 1))
+        breaker.is_some_and(|b| b.limits.retires_after(self.conn.served + 1))
+    }
+}
+
+/// Where an HTTP/1.1 connection goes back to once its response has been read to the end: the
+/// worker's idle list, or its cluster's when the cluster has limits.
+pub struct Home {
+    pool: Arc<Pool>,
+    key: Key,
+    breaker: Option<Arc<Breaker>>,
+}
+
+impl Home {
+    pub fn release(self, conn: Box<h1::Conn>) {
+        let idle = Idle { conn, since: Instant::now() };
+        match self.breaker {
+            Some(breaker) => self.pool.release_shared(&breaker, self.key, idle),
+            None => IDLE_H1.with_borrow_mut(|map| {
+                let list = map.entry(self.key).or_default();
+                if list.len() < MAX_IDLE_PER_UPSTREAM {
+                    list.push(idle);
+                }
+            }),
+        }
     }
 }
 
@@ -203,28 +220,33 @@ impl Pool {
 
     /// Connects (and makes the mutual TLS handshake, if any) within the cluster's
     /// `connectTimeout` (else the client's), with the cluster's TCP keepalive.
-    async fn connect(&self, dial: &Dial, breaker: Option<&Breaker>) -> Result<TokioIo<UpstreamIo>, PoolError> {
+    async fn connect(&self, dial: &Dial, breaker: Option<&Breaker>) -> Result<UpstreamIo, PoolError> {
         let limit = breaker.and_then(|b| b.limits.connect_timeout).unwrap_or(self.connect_timeout);
         let keepalive = breaker.and_then(|b| b.limits.keepalive.as_ref());
         let connect = crate::tls::connect::connect(dial, self.source_v4, keepalive, &self.tls);
         match tokio::time::timeout(limit, connect).await {
-            Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
+            Ok(Ok(stream)) => Ok(stream),
             Ok(Err(e)) => Err(PoolError::Connect(e)),
             Err(_) => Err(PoolError::ConnectTimeout(limit)),
         }
     }
 
     /// An idle HTTP/1.1 connection to `upstream` (from this worker, or from the cluster's
-    /// shared pool when it has limits), or a new one.
-    pub async fn h1(&self, dial: &Dial, breaker: Option<&Arc<Breaker>>) -> Result<H1Conn, PoolError> {
-        let idle = match breaker {
-            Some(b) => b.conns.take_idle(self.key(dial), self.idle_timeout(b)),
-            None => self.take_idle(self.key(dial)),
-        };
-        if let Some(idle) = idle {
-            return Ok(H1Conn { tx: idle.tx, reused: true, served: idle.served });
+    /// shared pool when it has limits), or a new one. With `check`, an idle connection is
+    /// first asked whether the server closed it meanwhile (for a request that could not be
+    /// sent again if it were lost on such a connection).
+    pub async fn h1(&self, dial: &Dial, breaker: Option<&Arc<Breaker>>, check: bool) -> Result<H1Conn, PoolError> {
+        loop {
+            let idle = match breaker {
+                Some(b) => b.conns.take_idle(self.key(dial), self.idle_timeout(b)),
+                None => self.take_idle(self.key(dial)),
+            };
+            match idle {
+                Some(idle) if check && idle.conn.closed_while_idle() => continue,
+                Some(idle) => return Ok(H1Conn { conn: idle.conn, reused: true }),
+                None => return self.new_h1(dial, breaker).await,
+            }
         }
-        self.new_h1(dial, breaker).await
     }
 
     /// A new HTTP/1.1 connection; with limits, once a connection slot is free (waiting as a
@@ -235,16 +257,7 @@ impl Pool {
             None => None,
         };
         let io = self.connect(dial, breaker.map(|b| &**b)).await?;
-        let upstream = dial.address;
-        let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(PoolError::Handshake)?;
-        tokio::spawn(async move {
-            let _slot = slot;
-            // Upgrades keep the connection for the spliced byte stream after a 101.
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%upstream, %error, "upstream http/1.1 connection ended");
-            }
-        });
-        Ok(H1Conn { tx, reused: false, served: 0 })
+        Ok(H1Conn { conn: h1::Conn::new(io, slot), reused: false })
     }
 
     fn take_idle(&self, key: Key) -> Option<Idle> {
@@ -253,7 +266,7 @@ impl Pool {
             let list = map.get_mut(&key)?;
             // Most recently returned first: the one least likely to have been closed by the server.
             while let Some(idle) = list.pop() {
-                if idle.tx.is_ready() && now.duration_since(idle.since) < self.idle_timeout {
+                if now.duration_since(idle.since) < self.idle_timeout {
                     return Some(idle);
                 }
             }
@@ -261,35 +274,15 @@ impl Pool {
         })
     }
 
-    /// Returns `conn` (which has just carried one more request) to the pool once its response
-    /// has been read to the end. A connection that closes or is upgraded instead never becomes
-    /// ready and is dropped.
-    pub fn release_when_ready(self: &Arc<Self>, dial: &Dial, conn: H1Conn, breaker: Option<Arc<Breaker>>) {
-        let pool = self.clone();
-        let key = self.key(dial);
-        let H1Conn { mut tx, served, .. } = conn;
-        tokio::spawn(async move {
-            if tx.ready().await.is_err() {
-                return;
-            }
-            let idle = Idle { tx, since: Instant::now(), served: served + 1 };
-            match breaker {
-                Some(breaker) => pool.release_shared(&breaker, key, idle),
-                None => IDLE_H1.with_borrow_mut(|map| {
-                    let list = map.entry(key).or_default();
-                    list.retain(|idle| !idle.tx.is_closed());
-                    if list.len() < MAX_IDLE_PER_UPSTREAM {
-                        list.push(idle);
-                    }
-                }),
-            }
-        });
+    /// Where a connection to `dial` taken for a request goes back to.
+    pub fn home(self: &Arc<Self>, dial: &Dial, breaker: Option<Arc<Breaker>>) -> Home {
+        Home { pool: self.clone(), key: self.key(dial), breaker }
     }
 
     /// Pools a connection of a cluster with limits, or closes it (dropping `idle`) when it has
     /// carried `maxRequestsPerConnection` or a request waits for its slot.
     fn release_shared(&self, breaker: &Arc<Breaker>, key: Key, idle: Idle) {
-        if breaker.limits.retires_after(idle.served) || breaker.has_waiters() {
+        if breaker.limits.retires_after(idle.conn.served) || breaker.has_waiters() {
             return;
         }
         breaker.conns.put_idle(key, idle);
@@ -360,7 +353,7 @@ impl Pool {
         let upstream = dial.address;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(PoolError::Handshake)?;
         tokio::spawn(async move {

@@ -219,7 +219,7 @@ impl AttemptWatch<'_> {
     pub fn failed(self, error: &ForwardError) {
         let outcome = match error {
             ForwardError::Connect { .. } => Outcome::ConnectFailure,
-            ForwardError::Request { .. } => Outcome::Reset,
+            ForwardError::Request { .. } | ForwardError::H1 { .. } => Outcome::Reset,
             _ => return,
         };
         self.upstream.report(self.endpoint, outcome);

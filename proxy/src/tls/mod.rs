@@ -22,7 +22,7 @@ pub mod ca;
 pub mod connect;
 mod credentials;
 pub mod files;
-mod rewind;
+pub mod rewind;
 mod verify;
 
 pub use credentials::{Credentials, CredentialsError, MeshTls};
