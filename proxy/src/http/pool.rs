@@ -38,6 +38,8 @@ use tokio::sync::OnceCell;
 const MAX_IDLE_PER_UPSTREAM: usize = 32;
 
 type Key = (u64, SocketAddr, bool);
+/// Maps keyed by [`Key`], looked up on every request: hashed with foldhash, not SipHash.
+type KeyMap<V> = HashMap<Key, V, foldhash::fast::RandomState>;
 type H2Cell = Arc<OnceCell<H2Conn>>;
 
 struct Idle {
@@ -53,8 +55,8 @@ struct H2Conn {
 }
 
 thread_local! {
-    static IDLE_H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
-    static H2: RefCell<HashMap<Key, H2Cell>> = RefCell::new(HashMap::new());
+    static IDLE_H1: RefCell<KeyMap<Vec<Idle>>> = RefCell::new(KeyMap::default());
+    static H2: RefCell<KeyMap<H2Cell>> = RefCell::new(KeyMap::default());
 }
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
@@ -74,8 +76,8 @@ pub enum PoolError {
 /// The pooled connections of one cluster with limits, shared by every worker.
 #[derive(Default)]
 pub struct SharedConns {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
-    h2: Mutex<HashMap<Key, H2Cell>>,
+    idle: Mutex<KeyMap<Vec<Idle>>>,
+    h2: Mutex<KeyMap<H2Cell>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

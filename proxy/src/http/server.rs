@@ -27,7 +27,10 @@ pub struct HttpShared {
 impl HttpShared {
     pub fn new(client: HttpClient, drain: Drain, stats: Arc<Stats>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
+        // No time limit on reading a request head: Envoy sets none by default, nor does Istio.
+        // hyper's default of 30 s arms a timer for every request, which cost a twentieth of
+        // a request's instructions.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
         builder.http2().timer(TokioTimer::new());
         HttpShared { builder, client, drain, stats }
     }

@@ -74,7 +74,7 @@ pub struct HostRoutes {
 #[derive(Default)]
 pub struct Routing {
     /// By virtual host name (`host:port`).
-    pub hosts: HashMap<String, HostRoutes>,
+    pub hosts: HashMap<String, HostRoutes, foldhash::fast::RandomState>,
     pub upstreams: BTreeMap<ClusterKey, Arc<Upstream>>,
 }
 
@@ -111,7 +111,7 @@ impl Routing {
                 (key.clone(), Arc::new(Upstream::new(cluster, stats, before.map(|u| &**u))))
             })
             .collect();
-        let mut routing = Routing { hosts: HashMap::new(), upstreams };
+        let mut routing = Routing { hosts: HashMap::default(), upstreams };
         for listener in tables.outbound.values() {
             for host in &listener.virtual_hosts {
                 let mut runtime = HostRoutes::default();

@@ -27,7 +27,7 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// Ready endpoints, in the order compiled.
     endpoints: Vec<Arc<Endpoint>>,
-    by_address: HashMap<SocketAddr, usize>,
+    by_address: HashMap<SocketAddr, usize, foldhash::fast::RandomState>,
     balancer: Balancer,
     outlier: Option<OutlierPolicy>,
     ejecting: Mutex<()>,

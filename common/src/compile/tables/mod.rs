@@ -92,12 +92,12 @@ pub struct OutboundListener {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<GatewayServer>,
     #[serde(skip)]
-    exact_domains: HashMap<String, usize>,
+    exact_domains: HashMap<String, usize, foldhash::fast::RandomState>,
     /// `(suffix after '*', index)`, longest suffix first so the most specific wildcard wins.
     #[serde(skip)]
     wildcard_domains: Vec<(String, usize)>,
     #[serde(skip)]
-    addresses: HashMap<IpAddr, usize>,
+    addresses: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
 }
 
 impl OutboundListener {
@@ -111,7 +111,7 @@ impl OutboundListener {
         } else {
             Protocol::Tcp
         };
-        let mut exact_domains = HashMap::new();
+        let mut exact_domains = HashMap::default();
         let mut wildcard_domains = Vec::new();
         for (index, host) in virtual_hosts.iter().enumerate() {
             for domain in &host.domains {
@@ -124,7 +124,7 @@ impl OutboundListener {
             }
         }
         wildcard_domains.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        let mut address_index = HashMap::new();
+        let mut address_index = HashMap::default();
         for (address, index) in addresses {
             address_index.entry(address).or_insert(index);
         }
