@@ -77,11 +77,20 @@ impl Placement {
     }
 }
 
-/// A child process killed when dropped, so a failed run leaves nothing behind.
+/// A child process stopped when dropped, so no run leaves anything behind.
 pub struct Process(pub Child);
 
 impl Drop for Process {
+    /// SIGTERM first, so that a process with children of its own stops them: nginx's master
+    /// stops its workers, while SIGKILL would leave them running. SIGKILL after a second.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
