@@ -14,7 +14,7 @@ use crate::reason::Reason;
 use crate::route::{Dial, UpstreamProtocol};
 use crate::tls::MeshTls;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header::CONNECTION, header::HOST};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header::CONNECTION, header::HOST};
 use http_body_util::Either;
 use hyper::body::Body;
 use hyper::body::Incoming;
@@ -173,7 +173,7 @@ impl HttpClient {
         let streaming = !body.is_end_stream() && !headers::is_upgrade(&head.headers);
         // A request that could not be sent again if a pooled connection turned out closed is
         // only given one the server has not closed meanwhile.
-        let check = streaming || !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let check = streaming || !h1::is_idempotent(&head.method);
         let conn = self.pool.h1(dial, breaker.as_ref(), check).await.map_err(connect_err)?;
         if conn.carries_its_last(breaker.as_ref()) {
             head.headers.insert(CONNECTION, HeaderValue::from_static("close"));

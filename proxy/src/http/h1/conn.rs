@@ -111,7 +111,7 @@ impl Conn {
 }
 
 /// Methods whose requests may be repeated without a different effect (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 

@@ -4,11 +4,12 @@
 //! hyper's client runs every connection as a separate task and passes each request and its
 //! response through channels to it; a pooled connection then needs one more task to learn
 //! when it is free again. For a proxy that sends one request at a time per connection, that
-//! is three task switches and several allocations per request, most of the CPU a request
-//! costs the sidecar. Here the task that serves the downstream request writes the upstream
-//! request itself ([`send`]), reads the response head, and hands over a [`ResponseBody`]
-//! that reads the rest from the connection and puts the connection back in the pool the
-//! moment the body's last byte is read.
+//! is three task switches and several allocations per request: a fifth of the instructions a
+//! request cost the sidecar (`e2e/bench/instructions`: 34.8k, 27.5k without them). Here the
+//! task that serves the downstream request writes the upstream request itself ([`send`]),
+//! reads the response head, and hands over a [`ResponseBody`] that reads the rest from the
+//! connection and puts the connection back in the pool the moment the body's last byte is
+//! read.
 //!
 //! That path is for requests without a body, nearly all of a mesh's traffic. A request with
 //! a body goes through hyper's client on the same pooled connections ([`send_streaming`]):
@@ -21,7 +22,7 @@ mod decode;
 mod encode;
 
 pub use body::ResponseBody;
-pub use conn::{Conn, SendError, Upgraded, send, send_streaming};
+pub use conn::{Conn, SendError, Upgraded, is_idempotent, send, send_streaming};
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
