@@ -16,6 +16,8 @@ pub struct Plan {
     pub rate: f64,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Times every path is measured, interleaved.
+    pub rounds: usize,
 }
 
 /// One path's figures.

@@ -9,6 +9,7 @@ mod backend;
 mod certs;
 mod compare;
 mod load;
+mod median;
 mod mesh;
 mod nginx;
 mod paths;
@@ -58,6 +59,10 @@ enum Cmd {
         /// Worker threads of each proxy (ours: --concurrency; nginx: worker_processes).
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Rounds of every path, interleaved (each path once per round); each figure reported
+        /// is the median of its rounds, memory the largest.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Place processes as on two nodes: the load generator with the client's sidecar (or
         /// first nginx) on the first half of the CPUs, the backend with the server's sidecar
         /// (or second nginx) on the rest (needs `taskset` and two CPUs).
@@ -146,7 +151,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&load::run(&spec).await?)?);
             Ok(())
         }),
-        Cmd::Compare { proxy, nginx, routes, connections, rate, duration, warmup, workers, pin, json } => {
+        Cmd::Compare { proxy, nginx, routes, connections, rate, duration, warmup, workers, rounds, pin, json } => {
             let routes = routes.iter().map(|r| parse_route(r)).collect::<anyhow::Result<Vec<_>>>()?;
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             let placement = if pin && cpus >= 2 {
@@ -162,9 +167,9 @@ fn main() -> anyhow::Result<()> {
             let work_dir = std::env::temp_dir().join(format!("mesh-bench-{}", std::process::id()));
             std::fs::create_dir_all(&work_dir)?;
             let launch = Launch { proxy_binary: proxy, nginx_binary: nginx, workers, placement, work_dir };
-            let plan = compare::Plan { routes, connections, rate, warmup, duration };
+            let plan = compare::Plan { routes, connections, rate, warmup, duration, rounds: rounds.max(1) };
             let results = runtime()?.block_on(compare_all(&launch, &plan))?;
-            print!("{}", report::render(&results, rate, workers));
+            print!("{}", report::render(&results, rate, workers, plan.rounds));
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
             }
@@ -193,11 +198,14 @@ async fn compare_all(launch: &Launch, plan: &compare::Plan) -> anyhow::Result<Ve
     };
     let _backend = Process(backend.args(["backend", "--listen", &backend_addr.to_string()]).spawn()?);
     paths::wait_until_answering(backend_addr, "backend", Duration::from_secs(10)).await?;
-    let mut results = Vec::new();
-    for &route in &plan.routes {
-        eprintln!("measuring {route} ...");
-        let result = compare::measure(launch, plan, route, backend_addr).await.with_context(|| format!("{route}"))?;
-        results.push(result);
+    let mut rounds: Vec<Vec<compare::RouteResult>> = plan.routes.iter().map(|_| Vec::new()).collect();
+    for round in 1..=plan.rounds {
+        for (&route, results) in plan.routes.iter().zip(&mut rounds) {
+            eprintln!("measuring {route} (round {round} of {}) ...", plan.rounds);
+            let result =
+                compare::measure(launch, plan, route, backend_addr).await.with_context(|| format!("{route}"))?;
+            results.push(result);
+        }
     }
-    Ok(results)
+    Ok(rounds.into_iter().map(median::fold).collect())
 }

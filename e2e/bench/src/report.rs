@@ -7,7 +7,7 @@ use crate::compare::RouteResult;
 use std::fmt::Write;
 
 /// The markdown report of `results`, measured with `rate` requests per second.
-pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
+pub fn render(results: &[RouteResult], rate: f64, workers: usize, rounds: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -32,7 +32,11 @@ pub fn render(results: &[RouteResult], rate: f64, workers: usize) -> String {
         );
     }
     let find = |name: &str| results.iter().find(|r| r.route == name);
-    let _ = writeln!(out, "\nProxies ran with {workers} worker thread(s) each. Ratios:");
+    let _ = writeln!(out, "\nProxies ran with {workers} worker thread(s) each.");
+    if rounds > 1 {
+        let _ = writeln!(out, "Each figure is the median of {rounds} interleaved rounds; memory is the largest seen.");
+    }
+    let _ = writeln!(out, "Ratios:");
     if let (Some(ours), Some(nginx)) = (find("1 sidecar"), find("1 nginx")) {
         let throughput = ours.saturation.requests_per_second / nginx.saturation.requests_per_second;
         let cpu = ours.proxy_cpu_ms_per_1000 / nginx.proxy_cpu_ms_per_1000;
