@@ -1,8 +1,9 @@
-//! HTTP/1.1 and HTTP/2 proxying with hyper.
+//! HTTP/1.1 and HTTP/2 proxying.
 //!
-//! [`server`] accepts a downstream connection (HTTP/1.1 or HTTP/2, told apart by the HTTP/2
-//! preface, not by a timeout) and asks an [`crate::route::HttpRouter`] where each request goes;
-//! [`client`] forwards a request to a chosen upstream address over pooled connections. The body
+//! [`server`] accepts a downstream connection with hyper (HTTP/1.1 or HTTP/2, told apart by
+//! the HTTP/2 preface, not by a timeout) and asks an [`crate::route::HttpRouter`] where each
+//! request goes; [`client`] forwards a request to a chosen upstream address over pooled
+//! connections: HTTP/2 with hyper's client, HTTP/1.1 with the proxy's own ([`h1`]). The body
 //! streams through in both directions, trailers included, and `Upgrade` (WebSocket) turns into
 //! an opaque byte stream once the upstream answers 101.
 
