@@ -54,8 +54,33 @@ struct H2Conn {
     served: Arc<AtomicU32>,
 }
 
+/// A worker's idle HTTP/1.1 connections.
+#[derive(Default)]
+struct IdleH1 {
+    conns: KeyMap<Vec<Idle>>,
+    /// When connections idle too long were last closed.
+    swept: Option<Instant>,
+}
+
+impl IdleH1 {
+    /// Every so often (once per `idle_timeout`, the releasing client's), closes the connections
+    /// idle for `idle_timeout` or longer and forgets addresses with none left. Idle connections
+    /// are not watched: without this, one the server closed would stay open on this side until
+    /// taken, and so would every connection to an endpoint no longer in any config.
+    fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+        if self.swept.is_some_and(|swept| now.duration_since(swept) < idle_timeout) {
+            return;
+        }
+        self.swept = Some(now);
+        for list in self.conns.values_mut() {
+            list.retain(|idle| now.duration_since(idle.since) < idle_timeout);
+        }
+        self.conns.retain(|_, list| !list.is_empty());
+    }
+}
+
 thread_local! {
-    static IDLE_H1: RefCell<KeyMap<Vec<Idle>>> = RefCell::new(KeyMap::default());
+    static IDLE_H1: RefCell<IdleH1> = RefCell::new(IdleH1::default());
     static H2: RefCell<KeyMap<H2Cell>> = RefCell::new(KeyMap::default());
 }
 
@@ -191,8 +216,9 @@ impl Home {
         let idle = Idle { conn, since: Instant::now() };
         match self.breaker {
             Some(breaker) => self.pool.release_shared(&breaker, self.key, idle),
-            None => IDLE_H1.with_borrow_mut(|map| {
-                let list = map.entry(self.key).or_default();
+            None => IDLE_H1.with_borrow_mut(|pool| {
+                pool.sweep(idle.since, self.pool.idle_timeout);
+                let list = pool.conns.entry(self.key).or_default();
                 if list.len() < MAX_IDLE_PER_UPSTREAM {
                     list.push(idle);
                 }
@@ -264,8 +290,8 @@ impl Pool {
 
     fn take_idle(&self, key: Key) -> Option<Idle> {
         let now = Instant::now();
-        IDLE_H1.with_borrow_mut(|map| {
-            let list = map.get_mut(&key)?;
+        IDLE_H1.with_borrow_mut(|pool| {
+            let list = pool.conns.get_mut(&key)?;
             // Most recently returned first: the one least likely to have been closed by the server.
             while let Some(idle) = list.pop() {
                 if now.duration_since(idle.since) < self.idle_timeout {
@@ -365,5 +391,39 @@ impl Pool {
             }
         });
         Ok(H2Conn { tx, served: Arc::new(AtomicU32::new(0)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::either::Either;
+
+    async fn idle_since(listener: &TcpListener, since: Instant) -> Idle {
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        Idle { conn: h1::Conn::new(Either::Left(stream), None), since }
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_connections_idle_too_long_and_forgets_their_addresses() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let timeout = Duration::from_secs(30);
+        let now = Instant::now();
+        let long_ago = now - 2 * timeout;
+        let (gone, kept): (Key, Key) =
+            ((0, "10.0.0.1:80".parse().unwrap(), false), (0, "10.0.0.2:80".parse().unwrap(), false));
+        let mut pool = IdleH1::default();
+        pool.conns.insert(gone, vec![idle_since(&listener, long_ago).await]);
+        pool.conns.insert(kept, vec![idle_since(&listener, long_ago).await, idle_since(&listener, now).await]);
+        pool.sweep(now, timeout);
+        assert!(!pool.conns.contains_key(&gone));
+        assert_eq!(pool.conns[&kept].len(), 1);
+        // Not again before another `timeout` has passed.
+        pool.conns.insert(gone, vec![idle_since(&listener, long_ago).await]);
+        pool.sweep(now + timeout / 2, timeout);
+        assert!(pool.conns.contains_key(&gone));
+        pool.sweep(now + timeout, timeout);
+        assert!(!pool.conns.contains_key(&gone));
     }
 }
