@@ -41,8 +41,9 @@ enum Cmd {
         /// The nginx binary (Debian's `nginx` package).
         #[arg(long, default_value = "/usr/sbin/nginx")]
         nginx: PathBuf,
-        /// Paths to measure: direct, mesh1, mesh2, mesh2-mtls, nginx1, nginx2.
-        #[arg(long, value_delimiter = ',', default_value = "direct,mesh1,mesh2,mesh2-mtls,nginx1,nginx2")]
+        /// Paths to measure: direct, mesh1, mesh2, mesh2-mtls, mesh1-tcp (one sidecar relaying
+        /// TCP: no HTTP work), nginx1, nginx2.
+        #[arg(long, value_delimiter = ',', default_value = "direct,mesh1,mesh2,mesh2-mtls,mesh1-tcp,nginx1,nginx2")]
         routes: Vec<String>,
         /// Keep-alive connections of the load generator.
         #[arg(long, default_value_t = 16)]
@@ -112,9 +113,10 @@ fn parse_route(name: &str) -> anyhow::Result<Route> {
         "mesh1" => Route::Mesh(1),
         "mesh2" => Route::Mesh(2),
         "mesh2-mtls" => Route::MeshMtls,
+        "mesh1-tcp" => Route::MeshTcp,
         "nginx1" => Route::Nginx(1),
         "nginx2" => Route::Nginx(2),
-        other => bail!("unknown path `{other}`: use direct, mesh1, mesh2, mesh2-mtls, nginx1 or nginx2"),
+        other => bail!("unknown path `{other}`: use direct, mesh1, mesh2, mesh2-mtls, mesh1-tcp, nginx1 or nginx2"),
     })
 }
 

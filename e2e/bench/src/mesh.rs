@@ -1,6 +1,6 @@
 //! The config files of the mesh paths: the same Kubernetes objects a controller would send,
 //! replayed with `--config-file`. The client's sidecar routes the Service `backend`
-//! (ClusterIP 10.96.0.10, port 8080 named `http`) by its ClusterIP; in the two-sidecar path the
+//! (ClusterIP 10.96.0.10, port 8080 named `http`, or `tcp` for the L4 path) by its ClusterIP; in the two-sidecar path the
 //! endpoint is the server sidecar's inbound listener, which the server sidecar recognises as
 //! its own workload's HTTP port.
 
@@ -21,12 +21,13 @@ pub struct Ports {
     pub readiness: u16,
 }
 
-/// The Service with one endpoint, `127.0.0.1:<endpoint_port>`. The client sidecar is given
+/// The Service with one endpoint, `127.0.0.1:<endpoint_port>`, on a port named `port_name`
+/// (`http`, or `tcp` for a plain relay). The client sidecar is given
 /// the next hop's port; the server sidecar, whose workload is that endpoint, the app's port.
 /// With `sidecar`, the endpoint is a Pod carrying the injector's label, so the client's
 /// sidecar speaks mutual TLS to it (auto mTLS).
-pub fn config(endpoint_port: u16, sidecar: bool) -> String {
-    let mut config = endpoints(endpoint_port);
+pub fn config(endpoint_port: u16, sidecar: bool, port_name: &str) -> String {
+    let mut config = endpoints(endpoint_port, port_name);
     if sidecar {
         config = config.replace(
             "addresses: [{ip: 127.0.0.1}]",
@@ -44,7 +45,7 @@ status: {podIP: 127.0.0.1}
     config
 }
 
-fn endpoints(endpoint_port: u16) -> String {
+fn endpoints(endpoint_port: u16, port_name: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Service
@@ -53,14 +54,14 @@ spec:
   clusterIP: 10.96.0.10
   selector: {{app: backend}}
   ports:
-  - {{name: http, port: 8080, targetPort: {endpoint_port}}}
+  - {{name: {port_name}, port: 8080, targetPort: {endpoint_port}}}
 ---
 apiVersion: v1
 kind: Endpoints
 metadata: {{name: backend, namespace: default}}
 subsets:
 - addresses: [{{ip: 127.0.0.1}}]
-  ports: [{{name: http, port: {endpoint_port}}}]
+  ports: [{{name: {port_name}, port: {endpoint_port}}}]
 "
     )
 }

@@ -17,6 +17,10 @@ pub enum Route {
     /// Through two sidecars that speak mutual TLS to each other, as they do in the mesh: the
     /// server's pod carries the injector's label, and each sidecar has a workload certificate.
     MeshMtls,
+    /// Through one sidecar relaying the Service's port as plain TCP (named `tcp`): the same
+    /// process and connections as `Mesh(1)` with no HTTP work, the floor of what any sidecar
+    /// spends per request on this machine (the kernel's part of it above all).
+    MeshTcp,
     /// Through `n` nginx reverse proxies in a chain.
     Nginx(u8),
 }
@@ -28,6 +32,7 @@ impl fmt::Display for Route {
             Route::Mesh(1) => write!(f, "1 sidecar"),
             Route::Mesh(n) => write!(f, "{n} sidecars"),
             Route::MeshMtls => write!(f, "2 sidecars mTLS"),
+            Route::MeshTcp => write!(f, "1 sidecar L4"),
             Route::Nginx(1) => write!(f, "1 nginx"),
             Route::Nginx(n) => write!(f, "{n} nginx"),
         }
@@ -123,8 +128,9 @@ impl Launch {
     pub fn start(&self, route: Route, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
         match route {
             Route::Direct => Ok(RunningRoute { entry: backend, proxies: Vec::new() }),
-            Route::Mesh(hops) => self.start_mesh(hops, false, backend),
-            Route::MeshMtls => self.start_mesh(2, true, backend),
+            Route::Mesh(hops) => self.start_mesh(hops, false, "http", backend),
+            Route::MeshMtls => self.start_mesh(2, true, "http", backend),
+            Route::MeshTcp => self.start_mesh(1, false, "tcp", backend),
             Route::Nginx(hops) => self.start_nginx(hops, backend),
         }
     }
@@ -132,22 +138,23 @@ impl Launch {
     /// One sidecar: the client's, routing the Service's ClusterIP to the backend. Two: the
     /// client's routes to the server's inbound listener, which hands the request to the app;
     /// with `mtls`, the two sidecars have certificates and the server's pod the sidecar label,
-    /// so the client's sidecar speaks mutual TLS to the server's.
-    fn start_mesh(&self, hops: u8, mtls: bool, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
+    /// so the client's sidecar speaks mutual TLS to the server's. `port_name` names the Service's
+    /// port, and so its protocol.
+    fn start_mesh(&self, hops: u8, mtls: bool, port_name: &str, backend: SocketAddr) -> anyhow::Result<RunningRoute> {
         let tls_dir = if mtls { Some(crate::certs::write_workload_certs(&self.work_dir)?) } else { None };
         let tls_dir = tls_dir.as_deref();
         let mut proxies = Vec::new();
         let mut next_hop = backend;
         if hops == 2 {
             let ports = self.mesh_ports()?;
-            let config = crate::mesh::config(backend.port(), false);
+            let config = crate::mesh::config(backend.port(), false, port_name);
             proxies.push(self.spawn_proxy(Side::Server, &ports, &config, "127.0.0.1", backend, tls_dir)?);
             next_hop = loopback(ports.inbound);
         } else if hops != 1 || mtls {
             bail!("mesh paths have one or two sidecars (mutual TLS takes two), not {hops}");
         }
         let ports = self.mesh_ports()?;
-        let config = crate::mesh::config(next_hop.port(), mtls);
+        let config = crate::mesh::config(next_hop.port(), mtls, port_name);
         let service = crate::mesh::SERVICE_ADDRESS;
         proxies.push(self.spawn_proxy(Side::Client, &ports, &config, "127.0.0.2", service, tls_dir)?);
         Ok(RunningRoute { entry: loopback(ports.outbound), proxies })
