@@ -216,6 +216,26 @@ async fn max_requests_per_connection_one_opens_a_connection_per_request() {
     assert_eq!(kept.accepted.load(SeqCst), 1, "without the limit one pooled connection serves every worker");
 }
 
+/// `idleTimeout` applies to HTTP/2 upstream connections too: one no request used for that long
+/// is forgotten by the pool and closes, and the next request opens another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connection_unused_for_the_idle_timeout_closes_and_the_next_request_opens_another() {
+    let (slow, addr) = slow_upstream("127.0.7.9", Duration::ZERO, 200).await;
+    let mesh = httpbin(addr, "http2", &rule("      http: {idleTimeout: 300ms}\n"));
+    for _ in 0..3 {
+        assert_eq!(timed(mesh.outbound()).await.0, StatusCode::OK);
+    }
+    assert_eq!(slow.accepted.load(SeqCst), 1, "requests within the idle timeout share one connection");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(timed(mesh.outbound()).await.0, StatusCode::OK);
+    assert_eq!(slow.accepted.load(SeqCst), 2, "the request after the idle timeout opened a new connection");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while slow.connections.now.load(SeqCst) > 1 {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_to_an_upstream_that_never_answers_fails_in_that_time() {
     // A listener whose backlog is full: further SYNs are dropped, so a connect hangs.

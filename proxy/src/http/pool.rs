@@ -79,9 +79,41 @@ impl IdleH1 {
     }
 }
 
+/// HTTP/2 connections by upstream, with when each was last handed a request.
+#[derive(Default)]
+struct H2Conns {
+    conns: KeyMap<(H2Cell, Instant)>,
+    /// When connections unused too long were last forgotten.
+    swept: Option<Instant>,
+}
+
+impl H2Conns {
+    /// The cell for `key` (empty if its connection closed), marked as used `now`. Once per
+    /// `idle_timeout`, first forgets the connections no request took for that long: dropping
+    /// the pool's handle closes a connection once its open streams end (a long gRPC stream
+    /// finishes on it; new requests open another), so connections to endpoints gone from the
+    /// config, or to upstreams no longer called, do not stay open for the sidecar's life.
+    fn cell(&mut self, key: Key, now: Instant, idle_timeout: Duration) -> H2Cell {
+        if self.swept.is_none_or(|swept| now.duration_since(swept) >= idle_timeout) {
+            self.swept = Some(now);
+            self.conns.retain(|_, (_, used)| now.duration_since(*used) < idle_timeout);
+        }
+        let (cell, used) = self.conns.entry(key).or_insert_with(|| (H2Cell::default(), now));
+        *used = now;
+        fresh_h2_cell(cell).clone()
+    }
+
+    /// Forgets `cell` (if still the one for `key`): the next request opens a new connection.
+    fn retire(&mut self, key: Key, cell: &H2Cell) {
+        if self.conns.get(&key).is_some_and(|(c, _)| Arc::ptr_eq(c, cell)) {
+            self.conns.remove(&key);
+        }
+    }
+}
+
 thread_local! {
     static IDLE_H1: RefCell<IdleH1> = RefCell::new(IdleH1::default());
-    static H2: RefCell<KeyMap<H2Cell>> = RefCell::new(KeyMap::default());
+    static H2: RefCell<H2Conns> = RefCell::new(H2Conns::default());
 }
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
@@ -102,7 +134,7 @@ pub enum PoolError {
 #[derive(Default)]
 pub struct SharedConns {
     idle: Mutex<KeyMap<Vec<Idle>>>,
-    h2: Mutex<KeyMap<H2Cell>>,
+    h2: Mutex<H2Conns>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,17 +187,13 @@ impl SharedConns {
         drop(expired);
     }
 
-    fn h2_cell(&self, key: Key) -> H2Cell {
-        let mut map = locked(&self.h2);
-        fresh_h2_cell(map.entry(key).or_default()).clone()
+    fn h2_cell(&self, key: Key, idle_timeout: Duration) -> H2Cell {
+        locked(&self.h2).cell(key, Instant::now(), idle_timeout)
     }
 
     /// Forgets `cell` (if still the one for `key`): the next request opens a new connection.
     fn retire_h2(&self, key: Key, cell: &H2Cell) {
-        let mut map = locked(&self.h2);
-        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-            map.remove(&key);
-        }
+        locked(&self.h2).retire(key, cell);
     }
 }
 
@@ -340,11 +368,11 @@ impl Pool {
     ) -> Result<http2::SendRequest<RequestBody>, PoolError> {
         let key = self.key(dial);
         let Some(breaker) = breaker else {
-            let cell = H2.with_borrow_mut(|map| fresh_h2_cell(map.entry(key).or_default()).clone());
+            let cell = H2.with_borrow_mut(|conns| conns.cell(key, Instant::now(), self.idle_timeout));
             let conn = cell.get_or_try_init(|| self.new_h2(dial, None, None)).await?;
             return Ok(conn.tx.clone());
         };
-        let cell = breaker.conns.h2_cell(key);
+        let cell = breaker.conns.h2_cell(key, self.idle_timeout(breaker));
         let conn = match cell.get() {
             Some(conn) => conn.clone(),
             None => {
@@ -425,5 +453,21 @@ mod tests {
         assert!(pool.conns.contains_key(&gone));
         pool.sweep(now + timeout, timeout);
         assert!(!pool.conns.contains_key(&gone));
+    }
+
+    #[test]
+    fn http2_connections_no_request_took_for_the_idle_timeout_are_forgotten() {
+        let timeout = Duration::from_secs(30);
+        let now = Instant::now();
+        let (unused, used): (Key, Key) =
+            ((0, "10.0.0.1:80".parse().unwrap(), false), (0, "10.0.0.2:80".parse().unwrap(), false));
+        let mut conns = H2Conns::default();
+        let first = conns.cell(unused, now, timeout);
+        conns.cell(used, now + timeout / 2, timeout);
+        assert!(conns.conns.contains_key(&unused), "no sweep within the timeout of the last one");
+        conns.cell(used, now + timeout, timeout);
+        assert!(!conns.conns.contains_key(&unused));
+        assert!(conns.conns.contains_key(&used));
+        assert!(!Arc::ptr_eq(&first, &conns.cell(unused, now + timeout, timeout)), "a new connection is made");
     }
 }
