@@ -1,8 +1,8 @@
 //! The config files of the mesh paths: the same Kubernetes objects a controller would send,
 //! replayed with `--config-file`. The client's sidecar routes the Service `backend`
-//! (ClusterIP 10.96.0.10, port 8080 named `http`, or `tcp` for the L4 path) by its ClusterIP; in the two-sidecar path the
-//! endpoint is the server sidecar's inbound listener, which the server sidecar recognises as
-//! its own workload's HTTP port.
+//! (ClusterIP 10.96.0.10, port 8080 named `http`, or `tcp` for the L4 path) by its
+//! ClusterIP; in the two-sidecar path the endpoint is the server sidecar's inbound listener,
+//! which the server sidecar recognises as its own workload's HTTP port.
 
 use std::net::SocketAddr;
 

@@ -63,8 +63,9 @@ struct IdleH1 {
 }
 
 impl IdleH1 {
-    /// Every so often (once per `idle_timeout`, the releasing client's), closes the connections
-    /// idle for `idle_timeout` or longer and forgets addresses with none left. Idle connections
+    /// Every so often (once per `idle_timeout`, the releasing client's, applied to every
+    /// client's connections on this worker: they share one map), closes the connections idle
+    /// for `idle_timeout` or longer and forgets addresses with none left. Idle connections
     /// are not watched: without this, one the server closed would stay open on this side until
     /// taken, and so would every connection to an endpoint no longer in any config.
     fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
@@ -89,7 +90,7 @@ struct H2Conns {
 
 impl H2Conns {
     /// The cell for `key` (empty if its connection closed), marked as used `now`. Once per
-    /// `idle_timeout`, first forgets the connections no request took for that long: dropping
+    /// `idle_timeout` (the asking client's, as for [`IdleH1::sweep`]), first forgets the connections no request took for that long: dropping
     /// the pool's handle closes a connection once its open streams end (a long gRPC stream
     /// finishes on it; new requests open another), so connections to endpoints gone from the
     /// config, or to upstreams no longer called, do not stay open for the sidecar's life.
