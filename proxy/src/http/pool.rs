@@ -54,12 +54,39 @@ struct H2Conn {
     served: Arc<AtomicU32>,
 }
 
+/// When a map of pooled connections was last swept of those unused too long: a sweep walks
+/// the whole map, so it runs at most once per idle timeout, not on every request.
+#[derive(Default)]
+struct SweepClock(Option<Instant>);
+
+impl SweepClock {
+    /// Whether a sweep is due at `now` (none yet, or the last `every` or longer ago); when it
+    /// is, `now` becomes the last sweep.
+    fn due(&mut self, now: Instant, every: Duration) -> bool {
+        if self.0.is_some_and(|last| now.duration_since(last) < every) {
+            return false;
+        }
+        self.0 = Some(now);
+        true
+    }
+}
+
+/// The most recently returned connection of `list` idle for less than `idle_timeout` (the one
+/// least likely to have been closed by the server); older ones on the way are closed.
+fn take_fresh(list: &mut Vec<Idle>, now: Instant, idle_timeout: Duration) -> Option<Idle> {
+    while let Some(idle) = list.pop() {
+        if now.duration_since(idle.since) < idle_timeout {
+            return Some(idle);
+        }
+    }
+    None
+}
+
 /// A worker's idle HTTP/1.1 connections.
 #[derive(Default)]
 struct IdleH1 {
     conns: KeyMap<Vec<Idle>>,
-    /// When connections idle too long were last closed.
-    swept: Option<Instant>,
+    swept: SweepClock,
 }
 
 impl IdleH1 {
@@ -69,10 +96,9 @@ impl IdleH1 {
     /// are not watched: without this, one the server closed would stay open on this side until
     /// taken, and so would every connection to an endpoint no longer in any config.
     fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
-        if self.swept.is_some_and(|swept| now.duration_since(swept) < idle_timeout) {
+        if !self.swept.due(now, idle_timeout) {
             return;
         }
-        self.swept = Some(now);
         for list in self.conns.values_mut() {
             list.retain(|idle| now.duration_since(idle.since) < idle_timeout);
         }
@@ -84,19 +110,18 @@ impl IdleH1 {
 #[derive(Default)]
 struct H2Conns {
     conns: KeyMap<(H2Cell, Instant)>,
-    /// When connections unused too long were last forgotten.
-    swept: Option<Instant>,
+    swept: SweepClock,
 }
 
 impl H2Conns {
     /// The cell for `key` (empty if its connection closed), marked as used `now`. Once per
-    /// `idle_timeout` (the asking client's, as for [`IdleH1::sweep`]), first forgets the connections no request took for that long: dropping
-    /// the pool's handle closes a connection once its open streams end (a long gRPC stream
-    /// finishes on it; new requests open another), so connections to endpoints gone from the
-    /// config, or to upstreams no longer called, do not stay open for the sidecar's life.
+    /// `idle_timeout` (the asking client's, as for [`IdleH1::sweep`]), first forgets the
+    /// connections no request took for that long: dropping the pool's handle closes a
+    /// connection once its open streams end (a long gRPC stream finishes on it; new requests
+    /// open another), so connections to endpoints gone from the config, or to upstreams no
+    /// longer called, do not stay open for the sidecar's life.
     fn cell(&mut self, key: Key, now: Instant, idle_timeout: Duration) -> H2Cell {
-        if self.swept.is_none_or(|swept| now.duration_since(swept) >= idle_timeout) {
-            self.swept = Some(now);
+        if self.swept.due(now, idle_timeout) {
             self.conns.retain(|_, (_, used)| now.duration_since(*used) < idle_timeout);
         }
         let (cell, used) = self.conns.entry(key).or_insert_with(|| (H2Cell::default(), now));
@@ -158,15 +183,7 @@ impl SharedConns {
     }
 
     fn take_idle(&self, key: Key, idle_timeout: Duration) -> Option<Idle> {
-        let now = Instant::now();
-        let mut map = locked(&self.idle);
-        let list = map.get_mut(&key)?;
-        while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) < idle_timeout {
-                return Some(idle);
-            }
-        }
-        None
+        take_fresh(locked(&self.idle).get_mut(&key)?, Instant::now(), idle_timeout)
     }
 
     fn put_idle(&self, key: Key, idle: Idle) {
@@ -319,16 +336,7 @@ impl Pool {
 
     fn take_idle(&self, key: Key) -> Option<Idle> {
         let now = Instant::now();
-        IDLE_H1.with_borrow_mut(|pool| {
-            let list = pool.conns.get_mut(&key)?;
-            // Most recently returned first: the one least likely to have been closed by the server.
-            while let Some(idle) = list.pop() {
-                if now.duration_since(idle.since) < self.idle_timeout {
-                    return Some(idle);
-                }
-            }
-            None
-        })
+        IDLE_H1.with_borrow_mut(|pool| take_fresh(pool.conns.get_mut(&key)?, now, self.idle_timeout))
     }
 
     /// Where a connection to `dial` taken for a request goes back to.
@@ -429,6 +437,10 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio_util::either::Either;
 
+    fn key(ip: &str) -> Key {
+        (0, SocketAddr::new(ip.parse().unwrap(), 80), false)
+    }
+
     async fn idle_since(listener: &TcpListener, since: Instant) -> Idle {
         let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         Idle { conn: h1::Conn::new(Either::Left(stream), None), since }
@@ -440,8 +452,7 @@ mod tests {
         let timeout = Duration::from_secs(30);
         let now = Instant::now();
         let long_ago = now - 2 * timeout;
-        let (gone, kept): (Key, Key) =
-            ((0, "10.0.0.1:80".parse().unwrap(), false), (0, "10.0.0.2:80".parse().unwrap(), false));
+        let (gone, kept) = (key("10.0.0.1"), key("10.0.0.2"));
         let mut pool = IdleH1::default();
         pool.conns.insert(gone, vec![idle_since(&listener, long_ago).await]);
         pool.conns.insert(kept, vec![idle_since(&listener, long_ago).await, idle_since(&listener, now).await]);
@@ -460,8 +471,7 @@ mod tests {
     fn http2_connections_no_request_took_for_the_idle_timeout_are_forgotten() {
         let timeout = Duration::from_secs(30);
         let now = Instant::now();
-        let (unused, used): (Key, Key) =
-            ((0, "10.0.0.1:80".parse().unwrap(), false), (0, "10.0.0.2:80".parse().unwrap(), false));
+        let (unused, used) = (key("10.0.0.1"), key("10.0.0.2"));
         let mut conns = H2Conns::default();
         let first = conns.cell(unused, now, timeout);
         conns.cell(used, now + timeout / 2, timeout);
