@@ -164,14 +164,8 @@ deploy_sample() {
 # host no route to pod or Service addresses; the API server (on the node) dials a productpage
 # pod's address, where the sidecar's inbound capture takes the connection, as it does the host's
 # curl on the local cluster: a client from outside the mesh.
+# (reviews_version, versions and jason_v2 of lib.sh read it.)
 page() { k get --raw "/api/v1/namespaces/default/services/productpage:http/proxy/productpage$1"; }
-reviews_version() { page "$1" | grep -o '(reviews-v[0-9])' | tr -d '()'; }
-# versions USER: the reviews version of 10 pages for USER ("" for anonymous), counted; a page that
-# did not come or showed no reviews counts as "failed".
-versions() {
-    for _ in $(seq 10); do reviews_version "${1:+?u=$1}" || echo failed; done | sort | uniq -c | xargs
-}
-jason_v2() { [[ "$(versions jason)" == "10 reviews-v2" ]]; }
 
 # route_sample: Istio's request-routing task, measured as e2e/run-sample measures it: "all v1",
 # then virtual-service-reviews-test-v2.yaml. Sets all_v1, jason and anonymous ("10 reviews-v1").

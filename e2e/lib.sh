@@ -1,4 +1,5 @@
-# Shell helpers shared by e2e/run-sample and the tier-4 suites in e2e/tests/. Sourced, not run:
+# Shell helpers shared by e2e/run-sample, e2e/kind.sh and the tier-4 suites in e2e/tests/.
+# Sourced, not run:
 #   source e2e/lib.sh   (from the repository root, after e2e/cluster.env)
 # A script that sources it defines its own `fail` (how it reports a failure, with what it wants
 # printed) before calling `wait_for`.
@@ -96,3 +97,14 @@ uninstall_mesh() {
         -o jsonpath='{range .items[*]}{.metadata.namespace}{"\n"}{end}' 2>/dev/null \
         | while read -r ns; do k -n "$ns" delete configmap istio-ca-root-cert --ignore-not-found >/dev/null 2>&1 || true; done
 }
+
+# The Bookinfo routing checks of run-sample and kind.sh. The caller defines `page QUERY`, which
+# prints productpage's HTML for /productpage QUERY, however it reaches productpage.
+# reviews_version QUERY: the reviews version that page shows ("reviews-v1"); fails without one.
+reviews_version() { page "$1" | grep -o '(reviews-v[0-9])' | tr -d '()'; }
+# versions USER: the reviews version of 10 pages for USER ("" for anonymous), counted; a page that
+# did not come or showed no reviews counts as "failed".
+versions() {
+    for _ in $(seq 10); do reviews_version "${1:+?u=$1}" || echo failed; done | sort | uniq -c | xargs
+}
+jason_v2() { [[ "$(versions jason)" == "10 reviews-v2" ]]; }
